@@ -1,0 +1,109 @@
+"""``python -m lab``: Hydra composes the config, the runner trains; bad input is one line."""
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from lab.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+EXIT_CONFIG = 2
+log = logging.getLogger("lab")
+
+
+def _key_value(arg: str) -> tuple[str, str] | None:
+    if arg.startswith("-") or "=" not in arg:
+        return None
+    key, value = arg.split("=", 1)
+    return key.lstrip("+~"), value
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """``agent=dqnn`` names the options there are, before Hydra prints a screenful."""
+    groups = {d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name != "hydra"}
+    given = {}
+    for arg in argv:
+        kv = _key_value(arg)
+        if kv is None or kv[0] not in groups or "(" in kv[1]:
+            continue  # not a group, or a sweep function such as choice(...) for Hydra to expand
+        key, value = kv
+        given[key] = value
+        for choice in value.split(","):
+            if choice != "null" and not (CONF_DIR / key / f"{choice}.yaml").is_file():
+                options = ", ".join(sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml")))
+                raise ConfigError(f"{key}={choice}: no such option; choose one of: {options}")
+    if given.get("agent", "null") != "null" and given.get("model", "null") != "null":
+        raise ConfigError("both agent= and model= given: choose an RL agent or a generative model")
+
+
+def resume_overrides(argv: list[str]) -> list[str]:
+    """``resume=DIR`` continues DIR with its own overrides (yours win) and writes into it."""
+    from lab import checkpoint
+
+    values = dict(kv for kv in map(_key_value, argv) if kv)
+    run_dir = Path(values["resume"])
+    checkpoint.load(run_dir / "checkpoints" / "last.pt", mmap=True)
+    saved_file = run_dir / ".hydra" / "overrides.yaml"
+    saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else []
+    merged: dict[str, str] = {}
+    for arg in [*saved, *argv]:
+        kv = _key_value(arg)
+        if kv is None:
+            merged[arg] = arg  # flags such as --multirun pass through
+        elif not kv[0].startswith("hydra.run.dir"):
+            merged[kv[0]] = arg
+    return [*merged.values(), f"hydra.run.dir={run_dir}"]
+
+
+def _remove_fresh_run_dir(run_dir: Path) -> None:
+    """After a config error, leave no half-made run: only Hydra's own files are removed."""
+    hydra_files = {".hydra", "lab.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_files:
+        logging.shutdown()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def task_function(cfg: DictConfig) -> float | None:
+    from lab.runner import run
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        summary = run(cfg, run_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        if not cfg.get("resume"):
+            _remove_fresh_run_dir(run_dir)
+        if multirun:
+            raise
+        sys.exit(EXIT_CONFIG)
+    if summary.exit_code and not multirun:
+        sys.exit(summary.exit_code)
+    key = cfg.get("optimized_metric")
+    return summary.metrics.get(key) if key else None
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> float | None:
+    return task_function(cfg)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    try:
+        check_group_choices(argv)
+        if any(arg.startswith("resume=") and arg != "resume=null" for arg in argv):
+            argv = resume_overrides(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    sys.argv = [sys.argv[0], *argv]
+    hydra_main()

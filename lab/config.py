@@ -1,0 +1,45 @@
+"""Checks on the composed config that Hydra cannot make, each a one-line ConfigError."""
+
+from collections.abc import Iterator
+
+from omegaconf import DictConfig
+
+from lab.errors import ConfigError
+
+
+def validate(cfg: DictConfig) -> None:
+    agent, model = cfg.get("agent"), cfg.get("model")
+    if agent is not None and model is not None:
+        raise ConfigError(
+            "both agent and model are set: choose an RL agent= or a generative model="
+        )
+    if agent is None and model is None:
+        raise ConfigError("nothing to train: set agent=<name> (e.g. agent=dqn) or model=<name>")
+    if agent is not None and cfg.get("env") is None:
+        raise ConfigError("agent is set but env is not: add env=<name>, e.g. env=cartpole")
+    for key, value in _learning_rates(cfg):
+        if not value > 0:
+            raise ConfigError(f"{key}={value}: a learning rate must be > 0")
+    for key in ("eval.episodes", "eval.interval", "log_interval", "checkpoint.interval"):
+        value = _select(cfg, key)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value}: must be a positive integer")
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed}: must be a non-negative integer")
+
+
+def _learning_rates(cfg: DictConfig) -> Iterator[tuple[str, float]]:
+    for group in ("agent", "model"):
+        section = cfg.get(group)
+        if section is None:
+            continue
+        for key, value in section.items():
+            if (key == "lr" or key.endswith("_lr")) and value is not None:
+                yield f"{group}.{key}", value
+
+
+def _select(cfg: DictConfig, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node

@@ -1,0 +1,95 @@
+"""Aggregating metrics between log rows, and the progress bar."""
+
+import sys
+import time
+from collections import defaultdict
+
+from tqdm import tqdm
+
+COUNTER_PREFIX = "counter/"  # cumulative counts a task reports; logged as train/<name> and a rate
+
+
+class MetricWindow:
+    """Pools what ``train_step`` returned since the last row.
+
+    Lists (e.g. episode returns) are pooled and averaged; scalars are averaged; counters
+    (``counter/<name>``) keep their last value and add ``perf/<name>_per_s``.
+    """
+
+    def __init__(self):
+        self.values: dict[str, list[float]] = defaultdict(list)
+        self.counters: dict[str, float] = {}
+        self.start_counters: dict[str, float] = {}
+        self.start_step: int | None = None
+        self.start_time = 0.0
+        self.last_returns: float | None = None
+
+    def add(self, metrics: dict, step: int, elapsed: float) -> None:
+        if self.start_step is None:
+            self.start_step, self.start_time = step, elapsed
+        for key, value in metrics.items():
+            if key.startswith(COUNTER_PREFIX):
+                self.counters[key] = value
+                self.start_counters.setdefault(key, value)
+            elif isinstance(value, list):
+                self.values[key].extend(value)
+            else:
+                self.values[key].append(value)
+        returns = metrics.get("rollout/episode_return")
+        if returns:
+            self.last_returns = sum(returns) / len(returns)
+        self._rate = (step - self.start_step) / max(elapsed - self.start_time, 1e-9)
+
+    def pending(self) -> bool:
+        return bool(self.values)
+
+    def flush(self, step: int, elapsed: float) -> dict[str, float]:
+        """The row for this window; starts the next one."""
+        row = {k: sum(v) / len(v) for k, v in sorted(self.values.items()) if v}
+        seconds = max(elapsed - self.start_time, 1e-9)
+        for key, value in self.counters.items():
+            name = key.removeprefix(COUNTER_PREFIX)
+            row[f"train/{name}"] = value
+            row[f"perf/{name}_per_s"] = (value - self.start_counters[key]) / seconds
+        row["perf/env_steps_per_s"] = (step - (self.start_step or step)) / seconds
+        self.values.clear()
+        self.start_counters = dict(self.counters)
+        self.start_step, self.start_time = step, elapsed
+        return row
+
+    def postfix(self) -> dict[str, str]:
+        out = {"sps": f"{getattr(self, '_rate', 0.0):.0f}"}
+        if self.last_returns is not None:
+            out["return"] = f"{self.last_returns:.1f}"
+        return out
+
+
+class ProgressBar:
+    """tqdm on a terminal; silent when stderr is not one (CI logs, sweeps)."""
+
+    def __init__(self, total: int, initial: int, desc: str):
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not sys.stderr.isatty(),
+            smoothing=0.1,
+        )
+        self.extra: dict[str, str] = {}
+        self.last_refresh = 0.0
+
+    def update(self, step: int, postfix: dict[str, str]) -> None:
+        self.bar.update(step - self.bar.n)
+        now = time.monotonic()
+        if now - self.last_refresh > 0.5:
+            self.bar.set_postfix(postfix | self.extra, refresh=False)
+            self.last_refresh = now
+
+    def set_eval(self, metrics: dict[str, float]) -> None:
+        key = next(iter(metrics))
+        self.extra = {"eval": f"{metrics[key]:.4g}"}
+
+    def close(self) -> None:
+        self.bar.close()

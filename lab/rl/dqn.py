@@ -1,0 +1,259 @@
+"""Deep Q-Network (Mnih et al. 2015) with the improvements that make it fast and reliable.
+
+Double DQN (van Hasselt et al. 2016), an optional dueling head (Wang et al. 2016), n-step
+returns (Sutton 1988; as in Rainbow), a Huber loss, gradient clipping, a hard or Polyak target
+network, and a linear ε-greedy schedule, collecting from several environments per step.
+Every hyperparameter is documented in ``conf/agent/dqn.yaml``.
+"""
+
+import copy
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from lab.compute import Compute
+from lab.errors import ConfigError
+from lab.rl.env import make_vec_env, require_discrete
+from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
+from lab.rl.returns import double_q_value, linear_schedule, td_target
+
+
+class QNetwork(nn.Module):
+    """A torso from the ``net`` group and a Q head: plain, or dueling V(s) + A(s, a) − mean A."""
+
+    def __init__(self, torso: nn.Module, n_actions: int, dueling: bool):
+        super().__init__()
+        self.torso = torso
+        self.dueling = dueling
+        self.head = nn.Linear(torso.out_dim, n_actions + int(dueling))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.torso(obs))
+        if not self.dueling:
+            return out
+        value, advantage = out[:, :1], out[:, 1:]
+        return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+class DQN:
+    """Collects with ε-greedy from a vector env, learns from uniform replay."""
+
+    def __init__(
+        self,
+        env_cfg: DictConfig,
+        net_cfg: DictConfig,
+        compute: Compute,
+        seed: int,
+        optimizer: DictConfig,
+        name: str = "dqn",
+        total_steps: int = 50_000,
+        num_envs: int = 4,
+        lr: float = 1e-3,
+        gamma: float = 0.99,
+        n_step: int = 3,
+        buffer_size: int = 50_000,
+        batch_size: int = 64,
+        learning_starts: int = 1_000,
+        train_every: int = 1,
+        gradient_steps: int = 1,
+        target_tau: float = 1.0,
+        target_interval: int = 500,
+        double: bool = True,
+        dueling: bool = False,
+        huber_delta: float = 1.0,
+        max_grad_norm: float | None = 10.0,
+        eps_start: float = 1.0,
+        eps_end: float = 0.05,
+        eps_fraction: float = 0.2,
+    ):
+        check_hyperparameters(
+            lr=lr,
+            gamma=gamma,
+            n_step=n_step,
+            batch_size=batch_size,
+            num_envs=num_envs,
+            target_tau=target_tau,
+            buffer_size=buffer_size,
+        )
+        self.compute, self.device = compute, compute.device
+        self.gamma, self.n_step, self.batch_size = gamma, n_step, batch_size
+        self.learning_starts, self.train_every, self.gradient_steps = (
+            learning_starts,
+            train_every,
+            gradient_steps,
+        )
+        self.target_tau, self.target_interval = target_tau, target_interval
+        self.double, self.huber_delta, self.max_grad_norm = double, huber_delta, max_grad_norm
+        self.eps_start, self.eps_end = eps_start, eps_end
+        self.eps_steps = int(eps_fraction * total_steps)
+        self.reward_clip = env_cfg.get("train_reward_clip")
+
+        self.envs = make_vec_env(env_cfg, num_envs)
+        self.num_envs = num_envs
+        self.n_actions = require_discrete(self.envs.single_action_space, name, env_cfg.id)
+        obs_space = self.envs.single_observation_space
+        torso = hydra.utils.instantiate(net_cfg, obs_shape=obs_space.shape)
+        self.q = QNetwork(torso, self.n_actions, dueling).to(self.device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.optimizer = hydra.utils.instantiate(optimizer)(self.q.parameters())
+        self.buffer = ReplayBuffer(buffer_size, obs_space.shape, obs_space.dtype, seed)
+        self.collector = NStepCollector(num_envs, n_step, gamma)
+        self.rng = np.random.default_rng(seed + 1)
+
+        self.step = 0  # env steps, summed over the vector env
+        self.updates = 0
+        self.vector_steps = 0
+        self._seed = seed
+        self._reset_envs(seed)
+
+    # Acting -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
+        """Greedy actions for a batch of observations, each random with probability ε."""
+        q = self.q(torch.as_tensor(obs, device=self.device))
+        actions = q.argmax(dim=1).cpu().numpy()
+        if epsilon > 0:
+            explore = self.rng.random(len(actions)) < epsilon
+            actions[explore] = self.rng.integers(self.n_actions, size=int(explore.sum()))
+        return actions
+
+    def epsilon(self) -> float:
+        return linear_schedule(self.step, self.eps_start, self.eps_end, self.eps_steps)
+
+    def _reset_envs(self, seed: int) -> None:
+        self.obs, _ = self.envs.reset(seed=seed)
+        self.resetting = np.zeros(self.num_envs, dtype=bool)
+        self.ep_return = np.zeros(self.num_envs)
+        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        self.collector.reset()
+
+    def _collect(self, finished: dict[str, list[float]]) -> None:
+        """One vector step: act, store the n-step transitions, book finished episodes."""
+        actions = self.act(self.obs, self.epsilon())
+        next_obs, reward, terminated, truncated, _ = self.envs.step(actions)
+        valid = ~self.resetting  # next-step autoreset: this step only reset those sub-envs
+        stored = (
+            reward
+            if self.reward_clip is None
+            else np.clip(reward, -self.reward_clip, self.reward_clip)
+        )
+        out = self.collector.push(self.obs, actions, stored, next_obs, terminated, truncated, valid)
+        if out is not None:
+            self.buffer.add(*out)
+        self.ep_return += reward * valid
+        self.ep_length += valid
+        done = (terminated | truncated) & valid
+        for e in np.flatnonzero(done):
+            finished["rollout/episode_return"].append(float(self.ep_return[e]))
+            finished["rollout/episode_length"].append(float(self.ep_length[e]))
+        self.ep_return[done], self.ep_length[done] = 0.0, 0
+        self.resetting = done
+        self.obs = next_obs
+        self.step += int(valid.sum())
+        self.vector_steps += 1
+
+    # Learning ---------------------------------------------------------------------------
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Huber TD loss on the taken actions; also returns the mean Q for logging."""
+        with self.compute.autocast():
+            q = self.q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+            with torch.no_grad():
+                next_q_target = self.q_target(batch.next_obs)
+                if self.double:
+                    next_value = double_q_value(self.q(batch.next_obs), next_q_target)
+                else:
+                    next_value = next_q_target.max(dim=1).values
+                target = td_target(batch.rewards, batch.discounts, next_value.float())
+            loss = F.huber_loss(q.float(), target, delta=self.huber_delta)
+        return loss, q.detach().mean()
+
+    def update(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, q_mean = self.loss(self.buffer.sample(self.batch_size, self.device))
+        grad_norm = self.compute.backward_step(loss, self.optimizer, self.max_grad_norm)
+        self.updates += 1
+        if self.target_tau < 1.0:
+            online, target = list(self.q.parameters()), list(self.q_target.parameters())
+            torch._foreach_lerp_(target, online, self.target_tau)
+        elif self.updates % self.target_interval == 0:
+            self.q_target.load_state_dict(self.q.state_dict())
+        return loss.detach(), q_mean, grad_norm
+
+    def learn(self, budget: int) -> dict[str, float | list[float]]:
+        """Collect at least one vector step and up to ``budget`` env steps, updating as we go."""
+        finished: dict[str, list[float]] = {
+            "rollout/episode_return": [],
+            "rollout/episode_length": [],
+        }
+        stats, n_updates = torch.zeros(3, device=self.device), 0
+        end = self.step + max(budget, 1)
+        while self.step < end:
+            self._collect(finished)
+            ready = len(self.buffer) >= max(self.learning_starts, self.batch_size)
+            if ready and self.vector_steps % self.train_every == 0:
+                for _ in range(self.gradient_steps):
+                    stats += torch.stack(self.update())
+                    n_updates += 1
+        metrics: dict[str, float | list[float]] = {"train/epsilon": self.epsilon(), **finished}
+        if n_updates:
+            loss, q_mean, grad_norm = (stats / n_updates).tolist()
+            metrics |= {"train/loss": loss, "train/q_mean": q_mean, "train/grad_norm": grad_norm}
+        metrics["counter/updates"] = self.updates
+        return metrics
+
+    # Checkpointing ----------------------------------------------------------------------
+
+    def state_dict(self, include_buffer: bool = True) -> dict:
+        state = {
+            "q": self.q.state_dict(),
+            "q_target": self.q_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.compute.scaler.state_dict(),
+            "counters": {
+                "step": self.step,
+                "updates": self.updates,
+                "vector_steps": self.vector_steps,
+            },
+            "rng": self.rng.bit_generator.state,
+        }
+        if include_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores nets, optimizer, counters, RNG and (if saved) the replay buffer.
+
+        Episodes in flight at save time are not restored: the envs start fresh episodes,
+        seeded from the run seed and the step, so a resumed run is reproducible.
+        """
+        self.q.load_state_dict(state["q"])
+        self.q_target.load_state_dict(state["q_target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.compute.scaler.load_state_dict(state["scaler"])
+        counters = state["counters"]
+        self.step, self.updates = counters["step"], counters["updates"]
+        self.vector_steps = counters["vector_steps"]
+        self.rng.bit_generator.state = state["rng"]
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+        self._reset_envs(self._seed + self.step)
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def check_hyperparameters(**values: float) -> None:
+    """Reject values no DQN can run with, naming the key."""
+    positive = ("lr", "n_step", "batch_size", "num_envs", "buffer_size")
+    for key in positive:
+        if values[key] <= 0:
+            raise ConfigError(f"agent.{key}={values[key]}: must be > 0")
+    if not 0 <= values["gamma"] <= 1:
+        raise ConfigError(f"agent.gamma={values['gamma']}: must be in [0, 1]")
+    if not 0 < values["target_tau"] <= 1:
+        raise ConfigError(f"agent.target_tau={values['target_tau']}: must be in (0, 1]")

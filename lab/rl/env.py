@@ -1,0 +1,70 @@
+"""Build Gymnasium environments from the ``env`` config group, one way for every caller."""
+
+from collections.abc import Callable
+
+import gymnasium as gym
+from gymnasium.vector import SyncVectorEnv, VectorEnv
+from omegaconf import DictConfig
+
+import envs  # noqa: F401  (registers lab/Catch-v0 and friends)
+from lab.errors import ConfigError
+
+
+def _register_ale() -> None:
+    try:
+        import ale_py
+    except ImportError:
+        raise ConfigError(
+            "Atari envs need ale-py: pip install -c constraints.txt -e '.[atari]'"
+        ) from None
+    gym.register_envs(ale_py)
+
+
+def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The spec of ``env_id``, or a ConfigError with Gymnasium's suggestion."""
+    if env_id.startswith("ALE/"):
+        _register_ale()
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as e:
+        raise ConfigError(f"env.id={env_id}: {e}; see gymnasium.pprint_registry()") from None
+
+
+def make_env(cfg: DictConfig, render_mode: str | None = None) -> gym.Env:
+    """One environment with the config's wrappers (Atari preprocessing and frame stacking)."""
+    check_env_id(cfg.id)
+    kwargs = dict(cfg.get("kwargs") or {})
+    try:
+        env = gym.make(cfg.id, render_mode=render_mode, **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise ConfigError(f"env.id={cfg.id}: {e}") from None
+    if cfg.get("atari"):
+        env = gym.wrappers.AtariPreprocessing(
+            env, noop_max=30, frame_skip=cfg.frame_skip, screen_size=84, grayscale_obs=True
+        )
+        env = gym.wrappers.FrameStackObservation(env, cfg.frame_stack)
+    return env
+
+
+def make_vec_env(cfg: DictConfig, num_envs: int) -> VectorEnv:
+    """``num_envs`` copies; Gymnasium's native vector env when the id has one (CartPole: ~10x)."""
+    spec = check_env_id(cfg.id)
+    if spec.vector_entry_point is not None and not cfg.get("atari"):
+        return gym.make_vec(
+            cfg.id,
+            num_envs,
+            vectorization_mode="vector_entry_point",
+            **dict(cfg.get("kwargs") or {}),
+        )
+    factories: list[Callable[[], gym.Env]] = [lambda: make_env(cfg) for _ in range(num_envs)]
+    return SyncVectorEnv(factories)
+
+
+def require_discrete(space: gym.Space, algo: str, env_id: str) -> int:
+    """The number of actions, or a ConfigError for continuous (or other) action spaces."""
+    if not isinstance(space, gym.spaces.Discrete):
+        raise ConfigError(
+            f"agent={algo} needs discrete actions but env.id={env_id} has {space}; "
+            "pick a discrete env (e.g. env=cartpole) or an algorithm for continuous control"
+        )
+    return int(space.n)

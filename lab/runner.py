@@ -1,0 +1,256 @@
+"""The one runner: device, seeding, the loop, evaluation, checkpoints, signals and the summary.
+
+It knows nothing of DQN or VAEs. A task exposes ``family``, ``algo``, ``name``, ``step``,
+``total_steps``, ``threshold``/``threshold_metric``, ``train_step(budget)``,
+``evaluate(media_dir)``, ``state_dict()``/``load_state_dict()`` and ``close()``.
+"""
+
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from lab import checkpoint
+from lab.compute import (
+    Compute,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    set_threads,
+)
+from lab.config import validate
+from lab.errors import ConfigError
+from lab.loggers import Logger, MetricsFile
+from lab.progress import MetricWindow, ProgressBar
+from lab.summary import Summary, print_summary, write_summary
+
+log = logging.getLogger("lab")
+
+
+@dataclass
+class RunState:
+    """The runner's own counters, saved in every checkpoint."""
+
+    elapsed: float = 0.0
+    next_eval: int = 0
+    next_log: int = 0
+    next_checkpoint: int = 0
+    last_eval: dict = field(default_factory=dict)
+    best: dict = field(default_factory=dict)
+    reached_step: int | None = None
+    reached_seconds: float | None = None
+    wandb_id: str | None = None
+
+
+class StopSignal:
+    """Turns SIGINT/SIGTERM into a flag the loop checks; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: saving a checkpoint and stopping", signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def build_task(cfg: DictConfig, compute: Compute):
+    """An RL task when ``agent`` is set (generative models arrive with their own family)."""
+    from lab.rl.task import RLTask
+
+    return RLTask(cfg, compute)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> Summary:
+    """Train, evaluate and checkpoint one task to completion, a threshold or a signal."""
+    validate(cfg)
+    resume = Path(cfg.resume) if cfg.resume else None
+    if resume is None and (
+        (run_dir / "summary.json").exists() or (run_dir / "metrics.jsonl").exists()
+    ):
+        raise ConfigError(
+            f"{run_dir} already holds a run: pass resume={run_dir} to continue it, "
+            "or choose another hydra.run.dir"
+        )
+    saved = checkpoint.load(resume / "checkpoints" / "last.pt") if resume else None
+    set_threads(cfg.threads)
+    compute = Compute(resolve_device(cfg.device), cfg.precision)
+    seed_everything(cfg.seed)
+    task = build_task(cfg, compute)
+    state = RunState(
+        next_eval=cfg.eval.interval,
+        next_log=cfg.log_interval,
+        next_checkpoint=cfg.checkpoint.interval,
+    )
+    if saved is not None:
+        task.load_state_dict(saved["task"])
+        state = RunState(**saved["runner"])
+        set_rng_state(saved["rng"])
+        MetricsFile.truncate_after(run_dir / "metrics.jsonl", task.step)
+        log.info("resumed from %s at step %d", resume, task.step)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = Logger(cfg, run_dir, config, state.wandb_id)
+    state.wandb_id = logger.wandb_id
+    loop = Loop(cfg, run_dir, task, state, logger, compute)
+    try:
+        summary = loop.run()
+    finally:
+        task.close()
+    print_summary(summary, run_dir)
+    return summary
+
+
+class Loop:
+    """Training loop state that the helpers below share."""
+
+    def __init__(self, cfg, run_dir: Path, task, state: RunState, logger: Logger, compute: Compute):
+        self.cfg, self.run_dir, self.task, self.state = cfg, run_dir, task, state
+        self.logger, self.compute = logger, compute
+        self.window = MetricWindow()
+        self.started = time.perf_counter() - state.elapsed
+        self.higher_is_better = getattr(task, "higher_is_better", True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def run(self) -> Summary:
+        task, cfg, state = self.task, self.cfg, self.state
+        status, error, exit_code = "completed", None, 0
+        bar = ProgressBar(task.total_steps, task.step, f"{task.algo} {task.name}")
+        try:
+            with StopSignal() as stop:
+                while task.step < task.total_steps:
+                    target = min(
+                        state.next_log, state.next_eval, state.next_checkpoint, task.total_steps
+                    )
+                    self.window.add(task.train_step(target - task.step), task.step, self.elapsed())
+                    bar.update(task.step, self.window.postfix())
+                    if task.step >= state.next_log:
+                        self.log_window()
+                    if task.step >= state.next_eval and self.evaluate(bar):
+                        status = "solved"
+                        break
+                    if task.step >= state.next_checkpoint:
+                        state.next_checkpoint += cfg.checkpoint.interval
+                        self.save()
+                    if stop.signum is not None:
+                        status, exit_code = "interrupted", 128 + stop.signum
+                        break
+                if status == "completed" and state.last_eval.get("step") != task.step:
+                    self.evaluate(bar)
+        except Exception as e:
+            status, error, exit_code = "failed", f"{type(e).__name__}: {e}", 1
+            log.exception("run failed")
+            raise
+        finally:
+            bar.close()
+            self.finish(status, error, exit_code)
+        return self.summary
+
+    def log_window(self) -> None:
+        self.state.next_log += self.cfg.log_interval
+        self.logger.log(
+            self.window.flush(self.task.step, self.elapsed()), self.task.step, self.elapsed()
+        )
+
+    def evaluate(self, bar: ProgressBar) -> bool:
+        """Evaluate, log, keep the best checkpoint; True when the run should stop as solved."""
+        task, state = self.task, self.state
+        state.next_eval += self.cfg.eval.interval
+        metrics, media = task.evaluate(self.run_dir / "media")
+        elapsed = self.elapsed()
+        self.logger.log(metrics, task.step, elapsed)
+        self.logger.log_media(media, task.step)
+        state.last_eval = {"step": task.step, **metrics}
+        bar.set_eval(metrics)
+        log.info("step %d  %s", task.step, "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        key = task.threshold_metric
+        if self.is_better(metrics[key], state.best.get(key)):
+            state.best = dict(metrics)
+            checkpoint.save_atomic(
+                self.checkpoint_state(include_buffer=False),
+                self.run_dir / "checkpoints" / "best.pt",
+            )
+        if (
+            state.reached_step is None
+            and task.threshold is not None
+            and self.is_better(metrics[key], task.threshold, inclusive=True)
+        ):
+            state.reached_step, state.reached_seconds = task.step, round(elapsed, 3)
+            log.info("threshold %s %s reached at step %d", key, task.threshold, task.step)
+            return bool(self.cfg.stop_on_threshold)
+        return False
+
+    def is_better(self, value: float, reference: float | None, inclusive: bool = False) -> bool:
+        if reference is None:
+            return True
+        if inclusive and value == reference:
+            return True
+        return value > reference if self.higher_is_better else value < reference
+
+    def checkpoint_state(self, include_buffer: bool) -> dict:
+        self.state.elapsed = self.elapsed()
+        return {
+            "task": self.task.state_dict(include_buffer=include_buffer),
+            "runner": dataclasses.asdict(self.state),
+            "rng": rng_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+
+    def save(self) -> None:
+        state = self.checkpoint_state(include_buffer=self.cfg.checkpoint.replay_buffer)
+        checkpoint.save_atomic(state, self.run_dir / "checkpoints" / "last.pt")
+
+    def finish(self, status: str, error: str | None, exit_code: int) -> None:
+        task, state = self.task, self.state
+        try:
+            if self.window.pending():
+                self.logger.log(
+                    self.window.flush(task.step, self.elapsed()), task.step, self.elapsed()
+                )
+            self.save()
+        except Exception:
+            if status != "failed":
+                raise
+            log.exception("could not save a checkpoint of the failed run")
+        finally:
+            self.logger.close(exit_code=0 if status in ("completed", "solved") else 1)
+            self.summary = Summary(
+                status=status,
+                family=task.family,
+                algo=task.algo,
+                task=task.name,
+                seed=self.cfg.seed,
+                device=str(self.compute.device),
+                steps=task.step,
+                wall_seconds=round(self.elapsed(), 3),
+                metrics={k: v for k, v in state.last_eval.items() if k != "step"},
+                best={k: v for k, v in state.best.items() if k != "step"},
+                threshold={
+                    "metric": task.threshold_metric,
+                    "value": task.threshold,
+                    "reached_step": state.reached_step,
+                    "reached_seconds": state.reached_seconds,
+                },
+                error=error,
+                exit_code=exit_code,
+            )
+            write_summary(self.summary, self.run_dir / "summary.json")

@@ -1,0 +1,67 @@
+"""``summary.json``: the contract every report and script reads (see DESIGN.md)."""
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATUSES = ("completed", "solved", "interrupted", "failed")
+
+
+@dataclass
+class Summary:
+    status: str
+    family: str
+    algo: str
+    task: str
+    seed: int
+    device: str
+    steps: int
+    wall_seconds: float
+    metrics: dict[str, float]
+    best: dict[str, float]
+    threshold: dict
+    error: str | None = None
+    exit_code: int = field(default=0, repr=False)  # for the process, not the file
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        del data["exit_code"]
+        if data["error"] is None:
+            del data["error"]
+        return data
+
+
+def write_summary(summary: Summary, path: Path) -> None:
+    """Atomically, so a reader never sees half a summary."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def print_summary(summary: Summary, run_dir: Path) -> None:
+    """One screen: what ran, how it ended, the final and best evaluation, where the files are."""
+    s = summary
+    lines = [
+        "",
+        f"lab: {s.algo} on {s.task}, seed {s.seed}: {s.status.upper()} "
+        f"after {s.steps:,} steps in {s.wall_seconds:.1f} s on {s.device}",
+    ]
+    width = max((len(k) for k in s.metrics), default=0)
+    for key, value in s.metrics.items():
+        best = s.best.get(key)
+        extra = f"   (best {best:.4g})" if best is not None and best != value else ""
+        lines.append(f"  {key:<{width}}  {value:>10.4g}{extra}")
+    t = s.threshold
+    if t.get("value") is not None:
+        reached = (
+            f"reached at step {t['reached_step']:,} ({t['reached_seconds']:.1f} s)"
+            if t["reached_step"] is not None
+            else "not reached"
+        )
+        lines.append(f"  threshold {t['metric']} >= {t['value']:g}: {reached}")
+    if s.error:
+        lines.append(f"  error: {s.error}")
+    lines.append(f"  run dir: {run_dir}")
+    print("\n".join(lines), flush=True)
