@@ -28,19 +28,16 @@ def _key_value(arg: str) -> tuple[str, str] | None:
 def check_group_choices(argv: list[str]) -> None:
     """``agent=dqnn`` names the options there are, before Hydra prints a screenful."""
     groups = {d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name != "hydra"}
-    given = {}
-    for arg in argv:
-        kv = _key_value(arg)
-        if kv is None or kv[0] not in groups or "(" in kv[1]:
+    given = dict(kv for kv in map(_key_value, argv) if kv)
+    if given.get("agent", "null") != "null" and given.get("model", "null") != "null":
+        raise ConfigError("both agent= and model= given: choose an RL agent or a generative model")
+    for key, value in given.items():
+        if key not in groups or "(" in value:
             continue  # not a group, or a sweep function such as choice(...) for Hydra to expand
-        key, value = kv
-        given[key] = value
         for choice in value.split(","):
             if choice != "null" and not (CONF_DIR / key / f"{choice}.yaml").is_file():
                 options = ", ".join(sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml")))
                 raise ConfigError(f"{key}={choice}: no such option; choose one of: {options}")
-    if given.get("agent", "null") != "null" and given.get("model", "null") != "null":
-        raise ConfigError("both agent= and model= given: choose an RL agent or a generative model")
 
 
 def resume_overrides(argv: list[str]) -> list[str]:

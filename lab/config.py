@@ -43,3 +43,16 @@ def _select(cfg: DictConfig, dotted: str):
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+def instantiate(node: DictConfig, **kwargs):
+    """``hydra.utils.instantiate`` that lets a ConfigError raised by the target through."""
+    import hydra
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        raise

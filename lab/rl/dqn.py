@@ -8,7 +8,6 @@ Every hyperparameter is documented in ``conf/agent/dqn.yaml``.
 
 import copy
 
-import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lab.compute import Compute
+from lab.config import instantiate
 from lab.errors import ConfigError
 from lab.rl.env import make_vec_env, require_discrete
 from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
@@ -96,10 +96,10 @@ class DQN:
         self.num_envs = num_envs
         self.n_actions = require_discrete(self.envs.single_action_space, name, env_cfg.id)
         obs_space = self.envs.single_observation_space
-        torso = hydra.utils.instantiate(net_cfg, obs_shape=obs_space.shape)
+        torso = instantiate(net_cfg, obs_shape=obs_space.shape)
         self.q = QNetwork(torso, self.n_actions, dueling).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = hydra.utils.instantiate(optimizer)(self.q.parameters())
+        self.optimizer = instantiate(optimizer)(self.q.parameters())
         self.buffer = ReplayBuffer(buffer_size, obs_space.shape, obs_space.dtype, seed)
         self.collector = NStepCollector(num_envs, n_step, gamma)
         self.rng = np.random.default_rng(seed + 1)
@@ -162,11 +162,15 @@ class DQN:
     def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Huber TD loss on the taken actions; also returns the mean Q for logging."""
         with self.compute.autocast():
-            q = self.q(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+            if self.double:  # one forward of the online net over s and s' together
+                q_all, next_q_online = self.q(torch.cat([batch.obs, batch.next_obs])).chunk(2)
+            else:
+                q_all = self.q(batch.obs)
+            q = q_all.gather(1, batch.actions[:, None]).squeeze(1)
             with torch.no_grad():
                 next_q_target = self.q_target(batch.next_obs)
                 if self.double:
-                    next_value = double_q_value(self.q(batch.next_obs), next_q_target)
+                    next_value = double_q_value(next_q_online.detach(), next_q_target)
                 else:
                     next_value = next_q_target.max(dim=1).values
                 target = td_target(batch.rewards, batch.discounts, next_value.float())

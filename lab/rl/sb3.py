@@ -6,10 +6,10 @@ SB3's schedules (ε, learning rate) on the whole budget rather than on the chunk
 
 import logging
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lab.compute import Compute
+from lab.config import instantiate
 from lab.errors import ConfigError
 from lab.rl.env import make_env
 
@@ -94,7 +94,7 @@ class SB3Agent:
         """SB3 builds its own nets: the ``net`` group only picks MLP or CNN (and is checked)."""
         if net_cfg._target_.endswith("NatureCNN"):
             probe = make_env(env_cfg)
-            hydra.utils.instantiate(net_cfg, obs_shape=probe.observation_space.shape)
+            instantiate(net_cfg, obs_shape=probe.observation_space.shape)
             probe.close()
             return "CnnPolicy"
         return "MlpPolicy"

@@ -1,0 +1,102 @@
+"""Helpers shared by the tests: run the CLI, compose the shipped configs, check contracts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+
+# A budget small enough for a smoke run of DQN on CartPole (a few seconds).
+TINY_DQN = [
+    "agent.total_steps=2000",
+    "agent.learning_starts=200",
+    "eval.interval=1000",
+    "eval.episodes=2",
+    "log_interval=500",
+    "checkpoint.interval=1000",
+]
+
+
+def lab(
+    run_dir: Path, *overrides: str, timeout: float = 300, **popen
+) -> subprocess.CompletedProcess:
+    """``python -m lab`` into ``run_dir`` with W&B off unless an override turns it on."""
+    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "lab", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **popen
+    )
+
+
+def lab_background(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "lab", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def read_summary(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert_valid_summary(summary)
+    return summary
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_valid_summary(summary: dict) -> None:
+    """The summary.json contract of DESIGN.md."""
+    expected = {
+        "status",
+        "family",
+        "algo",
+        "task",
+        "seed",
+        "device",
+        "steps",
+        "wall_seconds",
+        "metrics",
+        "best",
+        "threshold",
+    }
+    assert expected <= summary.keys(), expected - summary.keys()
+    assert summary["status"] in ("completed", "solved", "interrupted", "failed")
+    assert summary["family"] in ("rl", "generative")
+    assert isinstance(summary["steps"], int) and summary["steps"] > 0
+    assert isinstance(summary["wall_seconds"], float)
+    assert {"metric", "value", "reached_step", "reached_seconds"} <= summary["threshold"].keys()
+    if summary["family"] == "rl" and summary["status"] != "failed":
+        assert {"eval/return_mean", "eval/return_std"} <= summary["metrics"].keys()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    assert result.returncode != 0, result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: "), errors[0]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,108 @@
+"""Return maths, the n-step collector and the replay buffer against hand-computed cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from lab.rl.replay import NStepCollector, ReplayBuffer
+from lab.rl.returns import discounted_return, double_q_value, linear_schedule, td_target
+
+
+def test_discounted_return():
+    assert discounted_return([1.0, 2.0, 3.0], 0.5) == pytest.approx(1 + 0.5 * 2 + 0.25 * 3)
+    assert discounted_return([], 0.9) == 0.0
+
+
+def test_td_target_bootstraps_unless_terminated():
+    reward = torch.tensor([1.0, 1.0])
+    discount = torch.tensor([0.81, 0.0])  # γ² after a 2-step window; 0 at termination
+    next_value = torch.tensor([10.0, 10.0])
+    assert td_target(reward, discount, next_value).tolist() == pytest.approx([9.1, 1.0])
+
+
+def test_double_q_uses_online_argmax_and_target_value():
+    online = torch.tensor([[1.0, 5.0], [3.0, 2.0]])
+    target = torch.tensor([[7.0, 0.5], [4.0, 9.0]])
+    assert double_q_value(online, target).tolist() == [0.5, 4.0]
+
+
+def test_linear_schedule():
+    assert linear_schedule(0, 1.0, 0.1, 100) == 1.0
+    assert linear_schedule(50, 1.0, 0.1, 100) == pytest.approx(0.55)
+    assert linear_schedule(500, 1.0, 0.1, 100) == pytest.approx(0.1)
+
+
+def _push(collector, env_obs, actions, rewards, next_obs, terminated, truncated, valid=None):
+    n = len(actions)
+    return collector.push(
+        np.array(env_obs, dtype=np.float32)[:, None],
+        np.array(actions),
+        np.array(rewards, dtype=np.float32),
+        np.array(next_obs, dtype=np.float32)[:, None],
+        np.array(terminated),
+        np.array(truncated),
+        np.ones(n, dtype=bool) if valid is None else np.array(valid),
+    )
+
+
+def test_nstep_window_emits_after_n_rewards():
+    c = NStepCollector(num_envs=1, n=3, gamma=0.5)
+    assert _push(c, [0], [0], [1.0], [1], [False], [False]) is None
+    assert _push(c, [1], [1], [2.0], [2], [False], [False]) is None
+    obs, actions, returns, next_obs, discounts = _push(c, [2], [0], [4.0], [3], [False], [False])
+    # s0 -> s3 with R = 1 + 0.5·2 + 0.25·4 = 3 and discount γ³ = 0.125
+    assert obs[:, 0].tolist() == [0] and next_obs[:, 0].tolist() == [3]
+    assert actions.tolist() == [0]
+    assert returns.tolist() == pytest.approx([3.0])
+    assert discounts.tolist() == pytest.approx([0.125])
+
+
+def test_nstep_terminal_mid_window_flushes_with_zero_discount():
+    c = NStepCollector(num_envs=1, n=3, gamma=0.5)
+    _push(c, [0], [0], [1.0], [1], [False], [False])
+    out = _push(c, [1], [1], [2.0], [2], [True], [False])
+    obs, _, returns, next_obs, discounts = out
+    assert obs[:, 0].tolist() == [0, 1]
+    assert returns.tolist() == pytest.approx([1 + 0.5 * 2, 2.0])
+    assert discounts.tolist() == [0.0, 0.0]  # no bootstrap past a terminal state
+    assert next_obs[:, 0].tolist() == [2, 2]
+
+
+def test_nstep_truncation_bootstraps_from_final_observation():
+    c = NStepCollector(num_envs=1, n=3, gamma=0.5)
+    _push(c, [0], [0], [1.0], [1], [False], [False])
+    _, _, returns, next_obs, discounts = _push(c, [1], [1], [2.0], [2], [False], [True])
+    assert returns.tolist() == pytest.approx([2.0, 2.0])
+    assert discounts.tolist() == pytest.approx([0.25, 0.5])  # γ^k for k rewards: bootstrap
+    assert next_obs[:, 0].tolist() == [2, 2]
+
+
+def test_nstep_skips_autoreset_steps_and_keeps_envs_apart():
+    c = NStepCollector(num_envs=2, n=1, gamma=0.9)
+    out = _push(
+        c, [0, 10], [0, 1], [1.0, 5.0], [1, 11], [False, False], [False, False], valid=[True, False]
+    )
+    obs, actions, returns, _, _ = out
+    assert obs[:, 0].tolist() == [0] and actions.tolist() == [0] and returns.tolist() == [1.0]
+
+
+def test_replay_buffer_wraps_and_round_trips():
+    buf = ReplayBuffer(capacity=4, obs_shape=(2,), obs_dtype=np.float32, seed=0)
+    for i in range(6):
+        buf.add(
+            np.full((1, 2), i),
+            np.array([i]),
+            np.array([float(i)]),
+            np.full((1, 2), i + 1),
+            np.array([0.9]),
+        )
+    assert len(buf) == 4
+    assert sorted(buf.actions.tolist()) == [2, 3, 4, 5]  # the oldest two were overwritten
+    batch = buf.sample(8, torch.device("cpu"))
+    assert batch.obs.shape == (8, 2)
+    assert torch.equal(batch.next_obs, batch.obs + 1)
+    clone = ReplayBuffer(capacity=4, obs_shape=(2,), obs_dtype=np.float32, seed=123)
+    clone.load_state_dict(buf.state_dict())
+    assert torch.equal(
+        clone.sample(8, torch.device("cpu")).obs, buf.sample(8, torch.device("cpu")).obs
+    )
