@@ -75,7 +75,7 @@ def test_sigterm_checkpoints_then_resume_continues_the_step_counter(tmp_path):
     proc = lab_background(run, *long_run)
     _wait_for_rows(run, 4, proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     interrupted = read_summary(run)
     assert interrupted["status"] == "interrupted"

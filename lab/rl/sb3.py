@@ -31,6 +31,14 @@ def linear(start: float):
     return schedule
 
 
+def _plain(node: DictConfig | dict | None) -> dict:
+    return (
+        OmegaConf.to_container(node, resolve=True)
+        if OmegaConf.is_config(node)
+        else dict(node or {})
+    )
+
+
 def _parse_schedules(hyperparams: dict) -> dict:
     out = {}
     for key, value in hyperparams.items():
@@ -73,12 +81,12 @@ class SB3Agent:
             probe.close()
         policy = self._policy(net_cfg, env_cfg)
         self.envs = make_vec_env(lambda: make_env(env_cfg), n_envs=num_envs, seed=seed)
-        hp = _parse_schedules(OmegaConf.to_container(hyperparams or {}, resolve=True))
+        hp = _parse_schedules(_plain(hyperparams))
         self.model = algorithms[algo](
             policy,
             self.envs,
             learning_rate=linear(lr) if lr_schedule == "linear" else lr,
-            policy_kwargs=OmegaConf.to_container(policy_kwargs or {}, resolve=True),
+            policy_kwargs=_plain(policy_kwargs),
             seed=seed,
             device=compute.device,
             verbose=0,

@@ -1,0 +1,44 @@
+"""Agents learn: return thresholds at fixed seeds with the shipped default configs."""
+
+import pytest
+import torch
+
+from tests.conftest import lab, read_summary
+
+
+@pytest.mark.slow
+def test_dqn_learns_cartpole_within_its_default_budget(tmp_path):
+    run = tmp_path / "run"
+    result = lab(run, "logger=none", "seed=0")
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(run)
+    assert summary["threshold"]["reached_step"] is not None, summary
+    assert summary["best"]["eval/return_mean"] >= 475
+    assert summary["steps"] <= 50_004
+
+
+@pytest.mark.slow
+def test_dqn_learns_catch_from_pixels_with_nature_cnn(tmp_path):
+    run = tmp_path / "run"
+    result = lab(run, "experiment=dqn_catch", "logger=none", "seed=0")
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(run)
+    assert summary["task"] == "lab/Catch-v0"
+    assert summary["best"]["eval/return_mean"] >= 0.9, summary  # random play scores about -0.6
+
+
+@pytest.mark.gpu
+def test_dqn_runs_on_cuda(tmp_path):
+    assert torch.cuda.is_available()
+    run = tmp_path / "run"
+    overrides = [
+        "device=cuda",
+        "agent.total_steps=2000",
+        "agent.learning_starts=200",
+        "eval.interval=1000",
+        "eval.episodes=2",
+        "logger=none",
+    ]
+    result = lab(run, *overrides)
+    assert result.returncode == 0, result.stderr
+    assert read_summary(run)["device"].startswith("cuda")
