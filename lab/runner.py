@@ -156,6 +156,9 @@ class Loop:
                         break
                 if status == "completed" and state.last_eval.get("step") != task.step:
                     self.evaluate(bar)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, still checkpointed
+            status, exit_code = "interrupted", 128 + signal.SIGINT
+            raise
         except Exception as e:
             status, error, exit_code = "failed", f"{type(e).__name__}: {e}", 1
             log.exception("run failed")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import lab, read_summary
+from tests.conftest import TINY_DQN, lab, read_summary
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ def test_dqn_learns_cartpole_within_its_default_budget(tmp_path):
 @pytest.mark.slow
 def test_dqn_learns_catch_from_pixels_with_nature_cnn(tmp_path):
     run = tmp_path / "run"
-    result = lab(run, "experiment=dqn_catch", "logger=none", "seed=0")
+    result = lab(run, "experiment=dqn_catch", "logger=none", "seed=0", "stop_on_threshold=true")
     assert result.returncode == 0, result.stderr
     summary = read_summary(run)
     assert summary["task"] == "lab/Catch-v0"
@@ -31,14 +31,6 @@ def test_dqn_learns_catch_from_pixels_with_nature_cnn(tmp_path):
 def test_dqn_runs_on_cuda(tmp_path):
     assert torch.cuda.is_available()
     run = tmp_path / "run"
-    overrides = [
-        "device=cuda",
-        "agent.total_steps=2000",
-        "agent.learning_starts=200",
-        "eval.interval=1000",
-        "eval.episodes=2",
-        "logger=none",
-    ]
-    result = lab(run, *overrides)
+    result = lab(run, *TINY_DQN, "device=cuda", "logger=none")
     assert result.returncode == 0, result.stderr
     assert read_summary(run)["device"].startswith("cuda")

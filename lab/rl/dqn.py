@@ -59,7 +59,7 @@ class DQN:
         batch_size: int = 64,
         learning_starts: int = 1_000,
         train_every: int = 1,
-        gradient_steps: int = 1,
+        gradient_steps: int = 2,
         target_tau: float = 1.0,
         target_interval: int = 500,
         double: bool = True,
