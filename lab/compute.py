@@ -61,13 +61,19 @@ class Compute:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def backward_step(
-        self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: float | None
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        max_grad_norm: float | None,
+        clip: list[torch.nn.Parameter] | None = None,
     ) -> torch.Tensor:
-        """Backward, unscale, clip, step; returns the gradient norm before clipping."""
+        """Backward, unscale, clip ``clip`` (default: all), step; returns the pre-clip norm."""
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = (
+            clip if clip is not None else [p for g in optimizer.param_groups for p in g["params"]]
+        )
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
         self.scaler.step(optimizer)
         self.scaler.update()

@@ -66,3 +66,31 @@ class NatureCNN(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         # Pixels arrive as uint8 to keep the replay buffer small; scale on the device.
         return self.fc(self.convs(obs.float() / 255.0))
+
+
+class LSTM(nn.Module):
+    """A recurrent core: an encoder (MLP, or the Nature CNN for images) then an LSTM cell.
+
+    ``forward(obs, state)`` returns ``(features, state)``; zero the state at episode starts.
+    """
+
+    recurrent = True
+
+    def __init__(
+        self, obs_shape: Sequence[int], hidden_size: int = 128, encoder_sizes: Sequence[int] = (64,)
+    ):
+        super().__init__()
+        if len(obs_shape) == 3:
+            self.encoder: nn.Module = NatureCNN(obs_shape)
+        else:
+            self.encoder = MLP(obs_shape, encoder_sizes)
+        self.cell = nn.LSTMCell(self.encoder.out_dim, hidden_size)
+        self.out_dim = hidden_size
+
+    def initial_state(self, batch: int, device: torch.device | None = None):
+        zeros = torch.zeros(batch, self.out_dim, device=device)
+        return zeros, zeros.clone()
+
+    def forward(self, obs: torch.Tensor, state):
+        h, c = self.cell(self.encoder(obs), state)
+        return h, (h, c)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lab import checkpoint
 from lab.compute import (
@@ -136,7 +137,7 @@ class Loop:
         status, error, exit_code = "completed", None, 0
         bar = ProgressBar(task.total_steps, task.step, f"{task.algo} {task.name}")
         try:
-            with StopSignal() as stop:
+            with StopSignal() as stop, logging_redirect_tqdm(loggers=[logging.root]):
                 while task.step < task.total_steps:
                     target = min(
                         state.next_log, state.next_eval, state.next_checkpoint, task.total_steps

@@ -89,6 +89,8 @@ def test_logger_options_build(tmp_path, logger):
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiment_options_compose_and_build(experiment):
+    if "atari" in experiment and not HAS_ALE:
+        pytest.skip("ale-py is not installed (pip install -e '.[atari]')")
     cfg = compose_config(f"experiment={experiment}")
     task = _tiny_task(cfg)
     task.close()

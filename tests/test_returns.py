@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from lab.rl.replay import NStepCollector, ReplayBuffer
-from lab.rl.returns import discounted_return, double_q_value, linear_schedule, td_target
+from lab.rl.returns import (
+    discounted_return,
+    double_q_value,
+    gae,
+    linear_schedule,
+    nstep_returns,
+    td_target,
+)
 
 
 def test_discounted_return():
@@ -106,3 +113,42 @@ def test_replay_buffer_wraps_and_round_trips():
     assert torch.equal(
         clone.sample(8, torch.device("cpu")).obs, buf.sample(8, torch.device("cpu")).obs
     )
+
+
+def _column(*values, dtype=torch.float32):
+    return torch.tensor(values, dtype=dtype)[:, None]  # (T, N=1)
+
+
+def test_nstep_returns_bootstrap_and_restart_at_a_terminal():
+    # Steps 0-1 end in a termination; steps 2-3 run on and bootstrap from V(s_4) = 10.
+    rewards = _column(1.0, 2.0, 3.0, 4.0)
+    next_values = _column(5.0, 0.0, 7.0, 10.0)  # 0 after the terminal; V(s_{t+1}) otherwise
+    cuts = _column(False, True, False, False, dtype=torch.bool)
+    returns = nstep_returns(rewards, next_values, cuts, gamma=0.5)
+    assert returns[:, 0].tolist() == pytest.approx(
+        [1 + 0.5 * 2, 2.0, 3 + 0.5 * (4 + 0.5 * 10), 4 + 0.5 * 10]
+    )
+
+
+def test_nstep_returns_bootstrap_from_the_final_observation_at_a_truncation():
+    rewards = _column(1.0, 1.0, 1.0)
+    next_values = _column(9.0, 20.0, 3.0)  # step 1 truncated: V(final obs) = 20, not V(reset)
+    cuts = _column(False, True, False, dtype=torch.bool)
+    returns = nstep_returns(rewards, next_values, cuts, gamma=0.9)
+    assert returns[:, 0].tolist() == pytest.approx(
+        [1 + 0.9 * (1 + 0.9 * 20), 1 + 0.9 * 20, 1 + 0.9 * 3]
+    )
+
+
+def test_gae_by_hand_and_equal_to_nstep_at_lambda_one():
+    rewards = _column(1.0, 2.0, 3.0)
+    values = _column(0.5, 1.0, 1.5)
+    next_values = _column(1.0, 0.0, 4.0)  # termination after step 1
+    cuts = _column(False, True, False, dtype=torch.bool)
+    gamma, lam = 0.9, 0.8
+    d0, d1, d2 = 1 + 0.9 * 1.0 - 0.5, 2 + 0.0 - 1.0, 3 + 0.9 * 4.0 - 1.5
+    expected = [d0 + gamma * lam * d1, d1, d2]  # no carry across the terminal
+    adv = gae(rewards, values, next_values, cuts, gamma, lam)
+    assert adv[:, 0].tolist() == pytest.approx(expected)
+    full = gae(rewards, values, next_values, cuts, gamma, 1.0) + values
+    assert torch.allclose(full, nstep_returns(rewards, next_values, cuts, gamma))

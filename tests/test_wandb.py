@@ -7,7 +7,7 @@ from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
 
-from tests.conftest import TINY_DQN, lab, read_metrics
+from tests.conftest import TINY_DQN, compose_config, lab, read_metrics
 
 BLOCK = 32 * 1024
 HEADER = 7  # crc32 (4), length (2), type (1)
@@ -69,6 +69,8 @@ def test_offline_run_holds_scalars_and_config(tmp_path):
     assert [h["_step"] for h in eval_rows] == [r["step"] for r in logged]
     assert [h["eval/return_mean"] for h in eval_rows] == [r["eval/return_mean"] for r in logged]
     assert any("train/loss" in h and "rollout/episode_return" in h for h in history)
+    videos = [h["eval/video"] for h in history if "eval/video" in h]
+    assert len(videos) == len(logged) and videos[0]["_type"] == "video-file"
 
     config = {}  # the resolved config arrives with the run record (and later config records)
     for record in records:
@@ -84,3 +86,11 @@ def test_offline_run_holds_scalars_and_config(tmp_path):
     assert run_record.run_group == "spine" and list(run_record.tags) == ["ci"]
     assert run_record.job_type == "train"
     assert run_record.project == "lab"
+
+
+def test_wandb_mode_comes_from_the_environment_unless_overridden(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert compose_config().logger.mode == "online"
+    assert compose_config("logger.mode=disabled").logger.mode == "disabled"
+    monkeypatch.delenv("WANDB_MODE")
+    assert compose_config().logger.mode == "offline"

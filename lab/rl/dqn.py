@@ -7,6 +7,7 @@ Every hyperparameter is documented in ``conf/agent/dqn.yaml``.
 """
 
 import copy
+import logging
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from lab.errors import ConfigError
 from lab.rl.env import make_vec_env, require_discrete
 from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
 from lab.rl.returns import double_q_value, linear_schedule, td_target
+
+log = logging.getLogger("lab")
 
 
 class QNetwork(nn.Module):
@@ -50,12 +53,12 @@ class DQN:
         seed: int,
         optimizer: DictConfig,
         name: str = "dqn",
-        total_steps: int = 50_000,
+        total_steps: int = 100_000,
         num_envs: int = 4,
         lr: float = 1e-3,
-        gamma: float = 0.99,
+        gamma: float = 0.98,
         n_step: int = 3,
-        buffer_size: int = 50_000,
+        buffer_size: int = 100_000,
         batch_size: int = 64,
         learning_starts: int = 1_000,
         train_every: int = 1,
@@ -97,6 +100,11 @@ class DQN:
         self.n_actions = require_discrete(self.envs.single_action_space, name, env_cfg.id)
         obs_space = self.envs.single_observation_space
         torso = instantiate(net_cfg, obs_shape=obs_space.shape)
+        if getattr(torso, "recurrent", False):
+            raise ConfigError(
+                f"net=lstm is recurrent; agent={name} needs a feed-forward net: "
+                "use net=mlp (or nature_cnn for images)"
+            )
         self.q = QNetwork(torso, self.n_actions, dueling).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = instantiate(optimizer)(self.q.parameters())
@@ -245,6 +253,9 @@ class DQN:
         self.rng.bit_generator.state = state["rng"]
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
+        else:
+            log.warning("dqn resume: the checkpoint has no replay buffer; it refills from empty")
+        log.info("dqn resume: episodes in flight at the checkpoint start afresh")
         self._reset_envs(self._seed + self.step)
 
     def close(self) -> None:

@@ -35,3 +35,42 @@ def linear_schedule(step: int, start: float, end: float, duration: int) -> float
         return end
     fraction = min(step / duration, 1.0)
     return start + fraction * (end - start)
+
+
+def nstep_returns(
+    rewards: torch.Tensor, next_values: torch.Tensor, cuts: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """Bootstrapped discounted returns of a (T, N) rollout, computed backwards.
+
+    ``next_values[t]`` is V of the state after step t: 0 if the episode terminated there, V of
+    the true final observation if it was truncated, V(s_T) at the rollout's end. ``cuts[t]``
+    marks an episode ending at step t (termination or truncation): the return restarts there.
+    """
+    returns = torch.empty_like(rewards)
+    running = next_values[-1]
+    for t in reversed(range(rewards.shape[0])):
+        running = rewards[t] + gamma * torch.where(cuts[t], next_values[t], running)
+        returns[t] = running
+    return returns
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    cuts: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalised advantage estimates (Schulman et al. 2016) of a (T, N) rollout.
+
+    δ_t = r_t + γ V(s_{t+1}) − V(s_t) with V(s_{t+1}) from ``next_values`` (see nstep_returns);
+    A_t = δ_t + γλ A_{t+1}, not carried across an episode's end. λ = 1 gives n-step returns − V.
+    """
+    advantages = torch.empty_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] - values[t]
+        running = delta + gamma * lam * (~cuts[t]) * running
+        advantages[t] = running
+    return advantages

@@ -47,12 +47,17 @@ class RLTask:
         return self.agent.learn(budget)
 
     def evaluate(self, media_dir: Path) -> tuple[dict[str, float], dict[str, Path]]:
-        metrics = self.evaluator.run(self.agent.act)
+        metrics = self.evaluator.run(self._policy())
         media = {}
         if self.video:
             path = media_dir / f"episode_{self.step:09d}"
-            media["eval/video"] = self.evaluator.record_video(self.agent.act, path)
+            media["eval/video"] = self.evaluator.record_video(self._policy(), path)
         return metrics, media
+
+    def _policy(self):
+        """A fresh greedy policy: recurrent agents give each evaluation its own state."""
+        fresh = getattr(self.agent, "eval_policy", None)
+        return fresh() if fresh else self.agent.act
 
     def state_dict(self, include_buffer: bool = True) -> dict:
         return self.agent.state_dict(include_buffer=include_buffer)

@@ -1,0 +1,310 @@
+"""Asynchronous advantage actor-critic (Mnih et al. 2016): Hogwild actor-learners on CPU cores.
+
+``workers`` processes each own an environment copy and a local model. A worker pulls the
+shared weights, collects a ``t_max``-step rollout, computes the loss (actor_critic.py, the same
+code as A2C), clips its gradients and applies them lock-free through a shared optimizer whose
+statistics live in shared memory. The main process stays in charge: it hands out env-step
+credits (so the global step counter is exact and evaluations see weights at rest), drains the
+workers' reports, evaluates a snapshot, checkpoints, and stops the workers on a signal or fault.
+"""
+
+import copy
+import logging
+import os
+import queue
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+
+import torch
+import torch.multiprocessing as mp
+from omegaconf import DictConfig
+
+from lab.compute import Compute, seed_everything
+from lab.config import instantiate
+from lab.errors import ConfigError
+from lab.rl.a2c import check_actor_critic
+from lab.rl.actor_critic import (
+    RolloutCollector,
+    actor_critic_loss,
+    build_actor_critic,
+    greedy_policy,
+    share_optimizer_state,
+)
+from lab.rl.env import make_env, make_vec_env
+
+log = logging.getLogger("lab")
+POLL_SECONDS = 0.2  # how often the main process looks at its workers while it waits
+
+
+class WorkerFailed(RuntimeError):
+    """A worker raised, or died (killed, out of memory)."""
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker process needs to rebuild its side (picklable for spawn)."""
+
+    env_cfg: DictConfig
+    net_cfg: DictConfig
+    name: str
+    seed: int
+    t_max: int
+    gamma: float
+    gae_lambda: float | None
+    value_coef: float
+    entropy_coef: float
+    max_grad_norm: float
+    lr: float
+    lr_anneal: bool
+    total_steps: int
+    shared_torso: bool
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+class A3C:
+    def __init__(
+        self,
+        env_cfg: DictConfig,
+        net_cfg: DictConfig,
+        compute: Compute,
+        seed: int,
+        optimizer: DictConfig,
+        name: str = "a3c",
+        total_steps: int = 200_000,
+        workers: int | None = None,
+        t_max: int = 5,
+        lr: float = 7e-4,
+        gamma: float = 0.99,
+        gae_lambda: float | None = None,
+        value_coef: float = 0.5,
+        entropy_coef: float = 0.01,
+        max_grad_norm: float = 40.0,
+        lr_anneal: bool = True,
+        shared_torso: bool = False,
+    ):
+        workers = available_cores() if workers is None else workers
+        if workers < 1:
+            raise ConfigError(f"agent.workers={workers}: must be >= 1 (null = all cores)")
+        check_actor_critic(lr=lr, t_max=t_max, gae_lambda=gae_lambda)
+        probe = make_env(env_cfg)
+        self.model = build_actor_critic(
+            net_cfg, probe.observation_space, probe.action_space, name, env_cfg.id, shared_torso
+        )
+        probe.close()
+        self.model.share_memory()
+        self.optimizer = instantiate(optimizer)(self.model.parameters())
+        self.spec = WorkerSpec(
+            env_cfg,
+            net_cfg,
+            name,
+            seed,
+            t_max,
+            gamma,
+            gae_lambda,
+            value_coef,
+            entropy_coef,
+            max_grad_norm,
+            lr,
+            lr_anneal,
+            total_steps,
+            shared_torso,
+        )
+        self.n_workers = workers
+        self.device = torch.device(
+            "cpu"
+        )  # Hogwild shares CPU memory; the runner's device is unused
+        self.step = 0
+        self.updates = 0
+        self.processes: list = []
+        self._optimizer_shared = False
+
+    # Workers ---------------------------------------------------------------------------
+
+    def _share_optimizer(self) -> None:
+        """Once: a second zero-gradient step would decay the statistics it shares."""
+        if not self._optimizer_shared:
+            share_optimizer_state(self.optimizer)
+            self._optimizer_shared = True
+
+    def _start(self) -> None:
+        self._share_optimizer()
+        ctx = mp.get_context("spawn")  # fork would copy the main process's threads and locks
+        self.credits = ctx.Value("q", 0)
+        self.global_step = ctx.Value("q", self.step)
+        self.reports = ctx.Queue()
+        self.stop = ctx.Event()
+        for wid in range(self.n_workers):
+            process = ctx.Process(
+                target=worker_main,
+                name=f"lab-a3c-worker-{wid}",
+                daemon=True,
+                args=(
+                    wid,
+                    self.spec,
+                    self.model,
+                    self.optimizer,
+                    self.credits,
+                    self.global_step,
+                    self.reports,
+                    self.stop,
+                    os.getpid(),
+                ),
+            )
+            process.start()
+            self.processes.append(process)
+        log.info("a3c: %d workers started", self.n_workers)
+
+    def _check_workers(self) -> None:
+        for wid, process in enumerate(self.processes):
+            if process.exitcode is not None:
+                code = process.exitcode
+                how = (
+                    f"killed by {signal.Signals(-code).name}"
+                    if code < 0
+                    else f"exited with code {code}"
+                )
+                raise WorkerFailed(f"a3c worker {wid} died ({how})")
+
+    def learn(self, budget: int) -> dict:
+        """Grant ``budget`` env steps of credit and wait until the workers have used them."""
+        if not self.processes:
+            self._start()
+        budget = max(budget, 1)
+        with self.credits.get_lock():
+            self.credits.value += budget
+        finished = {"rollout/episode_return": [], "rollout/episode_length": []}
+        sums: dict[str, float] = {}
+        n = 0
+        outstanding = budget
+        while outstanding > 0:
+            try:
+                message = self.reports.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                self._check_workers()
+                continue
+            if message[0] == "error":
+                raise WorkerFailed(f"a3c worker {message[1]} raised: {message[2]}")
+            _, vector_steps, transitions, episodes, metrics = message
+            outstanding -= vector_steps
+            self.step += transitions
+            self.updates += 1
+            self.global_step.value = self.step
+            for key, values in episodes.items():
+                finished[key].extend(values)
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            n += 1
+        out: dict = {k: v / n for k, v in sums.items()} | finished
+        out["counter/updates"] = self.updates
+        return out
+
+    # Acting, checkpoints ---------------------------------------------------------------
+
+    def act(self, obs):
+        return greedy_policy(self.model, self.device)(obs)
+
+    def eval_policy(self):
+        """Greedy, on a snapshot of the shared weights."""
+        return greedy_policy(copy.deepcopy(self.model), self.device)
+
+    def state_dict(self, include_buffer: bool = True) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "counters": {"step": self.step, "updates": self.updates},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Weights, shared optimizer statistics and counters; worker episodes start afresh."""
+        if self.processes:
+            raise RuntimeError("load a3c state before the workers start")
+        self.model.load_state_dict(state["model"])  # copies into the shared tensors
+        self._share_optimizer()
+        saved = state["optimizer"]["state"]
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for index, p in enumerate(params):
+            for key, value in saved.get(index, {}).items():
+                self.optimizer.state[p][key].copy_(value)
+        self.step, self.updates = state["counters"]["step"], state["counters"]["updates"]
+
+    def close(self) -> None:
+        """Stop every worker: ask, wait briefly, then terminate and kill what is left."""
+        if not self.processes:
+            return
+        self.stop.set()
+        deadline = time.monotonic() + 3.0
+        for process in self.processes:
+            process.join(timeout=max(deadline - time.monotonic(), 0.1))
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=1.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self.reports.cancel_join_thread()
+        self.processes = []
+
+
+def worker_main(
+    wid, spec: WorkerSpec, shared, optimizer, credits, global_step, reports, stop, parent_pid
+) -> None:
+    """One actor-learner. Signals go to the main process, which stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    try:
+        _worker_loop(wid, spec, shared, optimizer, credits, global_step, reports, stop, parent_pid)
+    except BaseException:
+        reports.put(("error", wid, traceback.format_exc(limit=-3).strip().splitlines()[-1]))
+        raise SystemExit(1) from None
+
+
+def _worker_loop(wid, spec, shared, optimizer, credits, global_step, reports, stop, parent_pid):
+    worker_seed = spec.seed + 1000 * (wid + 1)
+    seed_everything(worker_seed)
+    envs = make_vec_env(spec.env_cfg, 1)
+    local = build_actor_critic(
+        spec.net_cfg,
+        envs.single_observation_space,
+        envs.single_action_space,
+        spec.name,
+        spec.env_cfg.id,
+        spec.shared_torso,
+    )
+    collector = RolloutCollector(envs, worker_seed, torch.device("cpu"))
+    shared_params = list(shared.parameters())
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            return  # the main process is gone: leave no orphan behind
+        with credits.get_lock():
+            k = min(spec.t_max, credits.value)
+            credits.value -= k
+        if k == 0:
+            time.sleep(0.0005)
+            continue
+        local.load_state_dict(shared.state_dict())
+        episodes = {"rollout/episode_return": [], "rollout/episode_length": []}
+        rollout, transitions = collector.collect(local, k, episodes)
+        loss, metrics = actor_critic_loss(
+            rollout, spec.gamma, spec.gae_lambda, spec.value_coef, spec.entropy_coef
+        )
+        local.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(local.clipped_parameters(), spec.max_grad_norm)
+        for local_p, shared_p in zip(local.parameters(), shared_params, strict=True):
+            shared_p.grad = local_p.grad
+        if spec.lr_anneal:
+            for group in optimizer.param_groups:
+                group["lr"] = spec.lr * max(1.0 - global_step.value / spec.total_steps, 0.0)
+        optimizer.step()
+        metrics["train/grad_norm"] = grad_norm
+        reports.put(
+            ("report", k, transitions, episodes, {key: float(v) for key, v in metrics.items()})
+        )
+    envs.close()

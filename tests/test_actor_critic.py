@@ -1,0 +1,203 @@
+"""A3C and A2C: learning, determinism, faults, resume, and the recurrent core."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lab.rl.actor_critic import ActorCritic, RolloutCollector, actor_critic_loss
+from lab.rl.env import make_vec_env
+from tests.conftest import lab, lab_background, read_metrics, read_summary
+
+SMALL_A3C = [
+    "agent=a3c",
+    "agent.total_steps=3000",
+    "eval.interval=1000",
+    "eval.episodes=3",
+    "log_interval=500",
+    "checkpoint.interval=1000",
+    "logger=none",
+]
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _workers(pid: int) -> list[int]:
+    return [
+        c
+        for c in _children(pid)
+        if "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()
+    ]
+
+
+def _wait_for_rows(run: Path, count: int, proc, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = run / "metrics.jsonl"
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise TimeoutError("no metrics rows")
+
+
+def test_lstm_state_is_zero_when_a_new_episode_starts():
+    cfg = OmegaConf.create({"id": "CartPole-v1", "kwargs": {}})
+    envs = make_vec_env(cfg, 2)
+    from lab.nets import LSTM
+
+    model = ActorCritic(LSTM((4,), hidden_size=8, encoder_sizes=(8,)), 2)
+    collector = RolloutCollector(envs, seed=0, device=torch.device("cpu"))
+    seen_reset = False
+    for _ in range(40):
+        finished = {"rollout/episode_return": [], "rollout/episode_length": []}
+        rollout, _ = collector.collect(model, 5, finished)
+        # Envs whose last step only reset them start the next rollout on a zero state.
+        resetting_now = torch.as_tensor(~rollout.valid[-1])
+        if resetting_now.any():
+            seen_reset = True
+            h, c = collector.state
+            assert torch.all(h[resetting_now] == 0) and torch.all(c[resetting_now] == 0)
+            assert torch.any(h[~resetting_now] != 0) or not (~resetting_now).any()
+        loss, _ = actor_critic_loss(rollout, 0.99, None, 0.5, 0.01)
+        assert torch.isfinite(loss)
+    assert seen_reset
+    envs.close()
+
+
+def test_a2c_with_lstm_runs(tmp_path):
+    run = tmp_path / "run"
+    result = lab(
+        run,
+        "agent=a2c",
+        "net=lstm",
+        "agent.total_steps=1500",
+        "eval.interval=750",
+        "eval.episodes=2",
+        "log_interval=500",
+        "logger=none",
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_summary(run)["status"] == "completed"
+
+
+def test_a3c_with_one_worker_is_deterministic(tmp_path):
+    rows = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        result = lab(run, *SMALL_A3C, "agent.workers=1", "seed=3")
+        assert result.returncode == 0, result.stderr
+        rows.append(
+            [
+                {k: v for k, v in r.items() if k != "time" and not k.startswith("perf/")}
+                for r in read_metrics(run)
+            ]
+        )
+    assert len(rows[0]) > 4 and rows[0] == rows[1]
+
+
+def test_a3c_counts_env_steps_exactly_and_runs_lstm(tmp_path):
+    run = tmp_path / "run"
+    result = lab(run, *SMALL_A3C, "agent.workers=2", "net=lstm")
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(run)
+    assert summary["steps"] == 3000  # credits make the global counter exact
+    assert [r["step"] for r in read_metrics(run) if "eval/return_mean" in r] == [1000, 2000, 3000]
+
+
+def test_a3c_worker_killed_fails_the_run_fast_and_leaves_no_process(tmp_path):
+    run = tmp_path / "run"
+    proc = lab_background(
+        run,
+        "agent=a3c",
+        "agent.workers=2",
+        "agent.total_steps=10000000",
+        "log_interval=500",
+        "logger=none",
+    )
+    _wait_for_rows(run, 2, proc)
+    workers = _workers(proc.pid)
+    assert len(workers) == 2
+    everyone = _children(proc.pid)
+    os.kill(workers[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - killed_at < 10
+    assert proc.returncode != 0
+    assert "a3c worker" in err
+    summary = read_summary(run)
+    assert summary["status"] == "failed"
+    assert "a3c worker" in summary["error"] and "SIGKILL" in summary["error"]
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]["model"]
+    time.sleep(0.5)
+    assert not [pid for pid in everyone if _alive(pid)]
+
+
+def test_a3c_interrupt_then_resume_continues_the_step_counter(tmp_path):
+    run = tmp_path / "run"
+    proc = lab_background(
+        run,
+        "agent=a3c",
+        "agent.workers=2",
+        "agent.total_steps=10000000",
+        "log_interval=500",
+        "eval.interval=1000",
+        "eval.episodes=2",
+        "logger=none",
+    )
+    _wait_for_rows(run, 3, proc)
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    interrupted = read_summary(run)
+    assert interrupted["status"] == "interrupted"
+    time.sleep(0.5)
+    assert not [pid for pid in children if _alive(pid)]
+    stopped_at = interrupted["steps"]
+    result = lab(run, f"resume={run}", f"agent.total_steps={stopped_at + 1500}")
+    assert result.returncode == 0, result.stderr
+    resumed = read_summary(run)
+    assert resumed["status"] == "completed" and resumed["steps"] == stopped_at + 1500
+    steps = [r["step"] for r in read_metrics(run) if "train/policy_loss" in r]
+    assert steps == sorted(steps) and steps[-1] == stopped_at + 1500
+
+
+@pytest.mark.slow
+def test_a3c_with_two_workers_learns_cartpole(tmp_path):
+    run = tmp_path / "run"
+    result = lab(
+        run,
+        "agent=a3c",
+        "agent.workers=2",
+        "seed=0",
+        "stop_on_threshold=true",
+        "logger=none",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(run)
+    assert summary["status"] == "solved", summary
+
+
+@pytest.mark.slow
+def test_a2c_learns_cartpole(tmp_path):
+    run = tmp_path / "run"
+    result = lab(run, "agent=a2c", "seed=0", "stop_on_threshold=true", "logger=none", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert read_summary(run)["status"] == "solved", read_summary(run)
