@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,18 @@ def lab_background(run_dir: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def wait_for_rows(run_dir: Path, count: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    """Wait until a background run has logged ``count`` rows of metrics.jsonl."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise TimeoutError(f"{run_dir}: fewer than {count} metrics rows after {timeout} s")
 
 
 def compose_config(*overrides: str):

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from lab.rl.actor_critic import ActorCritic, RolloutCollector, actor_critic_loss
 from lab.rl.env import make_vec_env
-from tests.conftest import lab, lab_background, read_metrics, read_summary
+from tests.conftest import lab, lab_background, read_metrics, read_summary, wait_for_rows
 
 SMALL_A3C = [
     "agent=a3c",
@@ -43,17 +43,6 @@ def _workers(pid: int) -> list[int]:
         for c in _children(pid)
         if "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()
     ]
-
-
-def _wait_for_rows(run: Path, count: int, proc, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        path = run / "metrics.jsonl"
-        if path.exists() and len(path.read_text().splitlines()) >= count:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    raise TimeoutError("no metrics rows")
 
 
 def test_lstm_state_is_zero_when_a_new_episode_starts():
@@ -130,7 +119,7 @@ def test_a3c_worker_killed_fails_the_run_fast_and_leaves_no_process(tmp_path):
         "log_interval=500",
         "logger=none",
     )
-    _wait_for_rows(run, 2, proc)
+    wait_for_rows(run, 2, proc)
     workers = _workers(proc.pid)
     assert len(workers) == 2
     everyone = _children(proc.pid)
@@ -160,7 +149,7 @@ def test_a3c_interrupt_then_resume_continues_the_step_counter(tmp_path):
         "eval.episodes=2",
         "logger=none",
     )
-    _wait_for_rows(run, 3, proc)
+    wait_for_rows(run, 3, proc)
     children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)

@@ -1,11 +1,10 @@
 """The runner's contracts: run directory, determinism, signals, resume, --help."""
 
 import signal
-import time
 
 import torch
 
-from tests.conftest import TINY_DQN, lab, lab_background, read_metrics, read_summary
+from tests.conftest import TINY_DQN, lab, lab_background, read_metrics, read_summary, wait_for_rows
 
 WALL_CLOCK_KEYS = ("time", "perf/")
 
@@ -50,17 +49,6 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert _without_wall_clock(read_metrics(other)) != _without_wall_clock(rows_a)
 
 
-def _wait_for_rows(run, count: int, proc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        path = run / "metrics.jsonl"
-        if path.exists() and len(path.read_text().splitlines()) >= count:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    raise TimeoutError("no metrics rows")
-
-
 def test_sigterm_checkpoints_then_resume_continues_the_step_counter(tmp_path):
     run = tmp_path / "run"
     long_run = [
@@ -73,7 +61,7 @@ def test_sigterm_checkpoints_then_resume_continues_the_step_counter(tmp_path):
         "logger=none",
     ]
     proc = lab_background(run, *long_run)
-    _wait_for_rows(run, 4, proc)
+    wait_for_rows(run, 4, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err

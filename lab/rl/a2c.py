@@ -44,7 +44,7 @@ class A2C:
         entropy_coef: float = 0.0,
         max_grad_norm: float = 0.5,
         lr_anneal: bool = True,
-        shared_torso: bool = False,
+        shared_torso: bool | None = None,
     ):
         check_actor_critic(lr=lr, t_max=t_max, num_envs=num_envs, gae_lambda=gae_lambda)
         self.compute, self.device = compute, compute.device

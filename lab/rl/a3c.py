@@ -59,7 +59,7 @@ class WorkerSpec:
     lr: float
     lr_anneal: bool
     total_steps: int
-    shared_torso: bool
+    shared_torso: bool | None
 
 
 def available_cores() -> int:
@@ -85,7 +85,7 @@ class A3C:
         entropy_coef: float = 0.01,
         max_grad_norm: float = 40.0,
         lr_anneal: bool = True,
-        shared_torso: bool = False,
+        shared_torso: bool | None = None,
     ):
         workers = available_cores() if workers is None else workers
         if workers < 1:

@@ -217,15 +217,23 @@ def share_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 
 
 def build_actor_critic(
-    net_cfg, obs_space, action_space, name: str, env_id: str, shared_torso: bool
+    net_cfg, obs_space, action_space, name: str, env_id: str, shared_torso: bool | None
 ) -> ActorCritic:
-    """Policy and value share one torso, or get one each (recurrent cores always share)."""
+    """Policy and value share one torso, or get one each.
+
+    ``shared_torso=None`` decides by the net: images and recurrent cores share (the paper's
+    Atari agents; a second CNN would double the cost), small MLPs get a critic of their own.
+    Recurrent cores always share.
+    """
     from lab.config import instantiate
     from lab.rl.env import require_discrete
 
     n_actions = require_discrete(action_space, name, env_id)
     torso = instantiate(net_cfg, obs_shape=obs_space.shape)
+    recurrent = getattr(torso, "recurrent", False)
+    if shared_torso is None:
+        shared_torso = recurrent or len(obs_space.shape) == 3
     value_torso = None
-    if not shared_torso and not getattr(torso, "recurrent", False):
+    if not shared_torso and not recurrent:
         value_torso = instantiate(net_cfg, obs_shape=obs_space.shape)
     return ActorCritic(torso, n_actions, value_torso)
