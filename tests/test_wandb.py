@@ -49,6 +49,7 @@ def test_offline_run_holds_scalars_and_config(tmp_path):
         "logger.tags=[ci]",
         "logger.group=spine",
         "agent.lr=0.0007",
+        "eval.video=true",
     )
     assert result.returncode == 0, result.stderr
     files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -58,19 +59,23 @@ def test_offline_run_holds_scalars_and_config(tmp_path):
     history = []
     for record in records:
         if record.WhichOneof("record_type") == "history":
-            history.append(
-                {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                    for item in record.history.item
-                }
-            )
+            row: dict = {}
+            for item in record.history.item:  # media arrive as nested keys: [name, field]
+                path = [item.key] if item.key else list(item.nested_key)
+                node = row
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = json.loads(item.value_json)
+            history.append(row)
     eval_rows = [h for h in history if "eval/return_mean" in h]
     logged = [r for r in read_metrics(run) if "eval/return_mean" in r]
     assert [h["_step"] for h in eval_rows] == [r["step"] for r in logged]
     assert [h["eval/return_mean"] for h in eval_rows] == [r["eval/return_mean"] for r in logged]
     assert any("train/loss" in h and "rollout/episode_return" in h for h in history)
     videos = [h["eval/video"] for h in history if "eval/video" in h]
-    assert len(videos) == len(logged) and videos[0]["_type"] == "video-file"
+    assert len(videos) == len(logged)
+    assert all(v["_type"] == "video-file" and v["path"].endswith(".mp4") for v in videos)
+    assert all((files[0].parent / "files" / v["path"]).is_file() for v in videos)
 
     config = {}  # the resolved config arrives with the run record (and later config records)
     for record in records:

@@ -135,7 +135,7 @@ class A3C:
         self._share_optimizer()
         ctx = mp.get_context("spawn")  # fork would copy the main process's threads and locks
         self.credits = ctx.Value("q", 0)
-        self.global_step = ctx.Value("q", self.step)
+        self.taken = ctx.Value("q", self.step)  # credits taken so far: the schedules' clock
         self.reports = ctx.Queue()
         self.stop = ctx.Event()
         for wid in range(self.n_workers):
@@ -149,7 +149,7 @@ class A3C:
                     self.model,
                     self.optimizer,
                     self.credits,
-                    self.global_step,
+                    self.taken,
                     self.reports,
                     self.stop,
                     os.getpid(),
@@ -193,7 +193,6 @@ class A3C:
             outstanding -= vector_steps
             self.step += transitions
             self.updates += 1
-            self.global_step.value = self.step
             for key, values in episodes.items():
                 finished[key].extend(values)
             for key, value in metrics.items():
@@ -252,20 +251,20 @@ class A3C:
 
 
 def worker_main(
-    wid, spec: WorkerSpec, shared, optimizer, credits, global_step, reports, stop, parent_pid
+    wid, spec: WorkerSpec, shared, optimizer, credits, taken, reports, stop, parent_pid
 ) -> None:
     """One actor-learner. Signals go to the main process, which stops the workers itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     try:
-        _worker_loop(wid, spec, shared, optimizer, credits, global_step, reports, stop, parent_pid)
+        _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop, parent_pid)
     except BaseException:
         reports.put(("error", wid, traceback.format_exc(limit=-3).strip().splitlines()[-1]))
         raise SystemExit(1) from None
 
 
-def _worker_loop(wid, spec, shared, optimizer, credits, global_step, reports, stop, parent_pid):
+def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop, parent_pid):
     worker_seed = spec.seed + 1000 * (wid + 1)
     seed_everything(worker_seed)
     envs = make_vec_env(spec.env_cfg, 1)
@@ -282,9 +281,11 @@ def _worker_loop(wid, spec, shared, optimizer, credits, global_step, reports, st
     while not stop.is_set():
         if os.getppid() != parent_pid:
             return  # the main process is gone: leave no orphan behind
-        with credits.get_lock():
+        with credits.get_lock():  # one lock for both, so one worker's schedule is reproducible
             k = min(spec.t_max, credits.value)
             credits.value -= k
+            taken.value += k
+            progress = taken.value / spec.total_steps
         if k == 0:
             time.sleep(0.0005)
             continue
@@ -301,7 +302,7 @@ def _worker_loop(wid, spec, shared, optimizer, credits, global_step, reports, st
             shared_p.grad = local_p.grad
         if spec.lr_anneal:
             for group in optimizer.param_groups:
-                group["lr"] = spec.lr * max(1.0 - global_step.value / spec.total_steps, 0.0)
+                group["lr"] = spec.lr * max(1.0 - progress, 0.0)
         optimizer.step()
         metrics["train/grad_norm"] = grad_norm
         reports.put(

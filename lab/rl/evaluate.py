@@ -1,5 +1,6 @@
 """Deterministic evaluation episodes on their own environments, and episode videos."""
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,9 @@ class Evaluator:
 
     def record_video(self, policy: Policy, path: Path, max_frames: int = 2000) -> Path:
         """One greedy episode rendered to MP4 (imageio-ffmpeg) or GIF (Pillow); returns the file."""
+        # Off-screen rendering needs neither a display nor sound (pygame would complain).
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
         env = make_env(self.env_cfg, render_mode="rgb_array")
         try:
             obs, _ = env.reset(seed=self.seed)
