@@ -152,3 +152,16 @@ def test_gae_by_hand_and_equal_to_nstep_at_lambda_one():
     assert adv[:, 0].tolist() == pytest.approx(expected)
     full = gae(rewards, values, next_values, cuts, gamma, 1.0) + values
     assert torch.allclose(full, nstep_returns(rewards, next_values, cuts, gamma))
+
+
+def test_policy_terms_match_torch_distributions():
+    from torch.distributions import Categorical
+
+    from lab.rl.actor_critic import policy_terms
+
+    logits = torch.randn(3, 2, 4)
+    actions = torch.randint(0, 4, (3, 2))
+    log_probs, entropies = policy_terms(logits, actions)
+    dist = Categorical(logits=logits)
+    assert torch.allclose(log_probs, dist.log_prob(actions))
+    assert torch.allclose(entropies, dist.entropy())

@@ -43,7 +43,7 @@ class A2C:
         value_coef: float = 0.5,
         entropy_coef: float = 0.0,
         max_grad_norm: float = 0.5,
-        lr_anneal: bool = True,
+        lr_anneal: bool = False,
         shared_torso: bool | None = None,
     ):
         check_actor_critic(lr=lr, t_max=t_max, num_envs=num_envs, gae_lambda=gae_lambda)

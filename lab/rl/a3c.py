@@ -278,6 +278,7 @@ def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop, pa
     )
     collector = RolloutCollector(envs, worker_seed, torch.device("cpu"))
     shared_params = list(shared.parameters())
+    local_params = list(local.parameters())
     while not stop.is_set():
         if os.getppid() != parent_pid:
             return  # the main process is gone: leave no orphan behind
@@ -289,7 +290,8 @@ def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop, pa
         if k == 0:
             time.sleep(0.0005)
             continue
-        local.load_state_dict(shared.state_dict())
+        with torch.no_grad():  # pull the shared weights (our nets have parameters, no buffers)
+            torch._foreach_copy_(local_params, shared_params)
         episodes = {"rollout/episode_return": [], "rollout/episode_length": []}
         rollout, transitions = collector.collect(local, k, episodes)
         loss, metrics = actor_critic_loss(

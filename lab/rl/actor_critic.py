@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
-from torch.distributions import Categorical
 
 from lab.errors import ConfigError
 from lab.rl.returns import gae, nstep_returns
@@ -104,19 +103,20 @@ class RolloutCollector:
         if not self.started:
             self.state, self.started = model.initial_state(self.num_envs), True
         state = detach_state(self.state)
-        columns: dict[str, list] = {k: [] for k in Rollout._fields if k != "bootstrap"}
+        logits_, actions_, values_ = [], [], []
+        columns: dict[str, list] = {"rewards": [], "terminated": [], "cuts": [], "valid": []}
         transitions = 0
         for _ in range(steps):
             logits, value, state = model(torch.as_tensor(self.obs, device=self.device), state)
-            dist = Categorical(logits=logits)
-            action = dist.sample()
+            with torch.no_grad():  # sampling needs no graph; log-probs are taken below in one go
+                action = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
             obs, reward, terminated, truncated, _ = self.envs.step(action.cpu().numpy())
             valid = ~self.resetting
             cut = (terminated | truncated) & valid
+            logits_.append(logits)
+            actions_.append(action)
+            values_.append(value)
             for key, item in (
-                ("log_probs", dist.log_prob(action)),
-                ("entropies", dist.entropy()),
-                ("values", value),
                 ("rewards", reward * valid),
                 ("terminated", terminated & valid),
                 ("cuts", cut),
@@ -131,7 +131,14 @@ class RolloutCollector:
         with torch.no_grad():
             _, bootstrap, _ = model(torch.as_tensor(self.obs, device=self.device), state)
         self.state = detach_state(state)
-        rollout = Rollout(**{k: torch.stack(v) for k, v in columns.items()}, bootstrap=bootstrap)
+        log_probs, entropies = policy_terms(torch.stack(logits_), torch.stack(actions_))
+        rollout = Rollout(
+            log_probs=log_probs,
+            entropies=entropies,
+            values=torch.stack(values_),
+            **{k: torch.stack(v) for k, v in columns.items()},
+            bootstrap=bootstrap,
+        )
         return rollout, transitions
 
     def _book_episodes(self, reward, valid, cut, finished) -> None:
@@ -141,6 +148,14 @@ class RolloutCollector:
             finished["rollout/episode_return"].append(float(self.ep_return[e]))
             finished["rollout/episode_length"].append(float(self.ep_length[e]))
         self.ep_return[cut], self.ep_length[cut] = 0.0, 0
+
+
+def policy_terms(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(a|s) of the taken actions and the policy's entropy, for a (T, N, A) batch."""
+    log_p = torch.log_softmax(logits, dim=-1)
+    log_probs = log_p.gather(-1, actions[..., None]).squeeze(-1)
+    entropies = -(log_p.exp() * log_p).sum(-1)
+    return log_probs, entropies
 
 
 def actor_critic_loss(
