@@ -9,7 +9,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lab.rl.actor_critic import ActorCritic, RolloutCollector, actor_critic_loss
+from lab.rl.actor_critic import (
+    ActorCritic,
+    RolloutCollector,
+    actor_critic_loss,
+    build_actor_critic,
+)
 from lab.rl.env import make_vec_env
 from tests.conftest import lab, lab_background, read_metrics, read_summary, wait_for_rows
 
@@ -190,3 +195,17 @@ def test_a2c_learns_cartpole(tmp_path):
     result = lab(run, "agent=a2c", "seed=0", "stop_on_threshold=true", "logger=none", timeout=600)
     assert result.returncode == 0, result.stderr
     assert read_summary(run)["status"] == "solved", read_summary(run)
+
+
+def test_torso_sharing_follows_the_observations():
+    from gymnasium import spaces
+
+    mlp = OmegaConf.create({"_target_": "lab.nets.MLP", "hidden_sizes": [8]})
+    cnn = OmegaConf.create({"_target_": "lab.nets.NatureCNN", "features": 16})
+    lstm = OmegaConf.create({"_target_": "lab.nets.LSTM", "hidden_size": 8})
+    vector, image = spaces.Box(-1, 1, (4,)), spaces.Box(0, 255, (1, 40, 40), dtype="uint8")
+    actions = spaces.Discrete(2)
+    assert build_actor_critic(mlp, vector, actions, "a2c", "x", None).value_torso is not None
+    assert build_actor_critic(cnn, image, actions, "a2c", "x", None).value_torso is None
+    assert build_actor_critic(lstm, vector, actions, "a2c", "x", None).value_torso is None
+    assert build_actor_critic(mlp, vector, actions, "a2c", "x", True).value_torso is None

@@ -67,3 +67,24 @@ def test_evaluation_video_is_written(tmp_path):
     videos = sorted((run / "media").glob("episode_*"))
     assert len(videos) == 2 and all(v.suffix in (".mp4", ".gif") for v in videos)
     assert all(v.stat().st_size > 1000 for v in videos)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="ale-py not installed")
+def test_a3c_on_pong_smoke_run(tmp_path):
+    """Spawned workers build the Atari wrappers; the CNN torso is shared by actor and critic."""
+    run = tmp_path / "run"
+    overrides = [
+        "agent=a3c",
+        "env=pong",
+        "agent.workers=2",
+        "agent.total_steps=400",
+        "+env.kwargs.max_num_frames_per_episode=400",
+        "eval.interval=400",
+        "eval.episodes=1",
+        "log_interval=200",
+        "logger=none",
+    ]
+    result = lab(run, *overrides)
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(run)
+    assert summary["algo"] == "a3c" and summary["steps"] == 400
