@@ -209,3 +209,32 @@ def test_torso_sharing_follows_the_observations():
     assert build_actor_critic(cnn, image, actions, "a2c", "x", None).value_torso is None
     assert build_actor_critic(lstm, vector, actions, "a2c", "x", None).value_torso is None
     assert build_actor_critic(mlp, vector, actions, "a2c", "x", True).value_torso is None
+
+
+def test_a3c_notices_a_dead_worker_while_the_others_keep_reporting():
+    from lab.compute import Compute
+    from lab.rl.a3c import A3C, WorkerFailed
+    from tests.conftest import compose_config
+
+    cfg = compose_config("agent=a3c", "agent.workers=2")
+    hyperparameters = {k: v for k, v in cfg.agent.items() if k != "_target_"}
+    agent = A3C(
+        env_cfg=cfg.env,
+        net_cfg=cfg.net,
+        compute=Compute(torch.device("cpu")),
+        seed=0,
+        **hyperparameters,
+    )
+    try:
+        agent.learn(10)  # starts the workers; afterwards both are idle, holding no credits
+        workers = list(agent.processes)
+        idle = workers[0]
+        os.kill(idle.pid, signal.SIGKILL)
+        idle.join(timeout=5)
+        started = time.monotonic()
+        with pytest.raises(WorkerFailed, match=r"worker 0 died .*SIGKILL"):
+            agent.learn(200_000)  # the survivor alone would take minutes and hide the death
+        assert time.monotonic() - started < 5
+    finally:
+        agent.close()
+    assert not any(p.is_alive() for p in workers)

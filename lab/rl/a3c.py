@@ -181,11 +181,15 @@ class A3C:
         sums: dict[str, float] = {}
         n = 0
         outstanding = budget
+        next_check = time.monotonic() + POLL_SECONDS
         while outstanding > 0:
+            # On a clock, not only when the queue runs dry: the other workers may keep it busy.
+            if time.monotonic() >= next_check:
+                self._check_workers()
+                next_check = time.monotonic() + POLL_SECONDS
             try:
                 message = self.reports.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                self._check_workers()
                 continue
             if message[0] == "error":
                 raise WorkerFailed(f"a3c worker {message[1]} raised: {message[2]}")
