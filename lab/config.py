@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lab.errors import ConfigError
 
@@ -21,7 +21,7 @@ def validate(cfg: DictConfig) -> None:
         if not value > 0:
             raise ConfigError(f"{key}={value}: a learning rate must be > 0")
     for key in ("eval.episodes", "eval.interval", "log_interval", "checkpoint.interval"):
-        value = _select(cfg, key)
+        value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{key}={value}: must be a positive integer")
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
@@ -38,11 +38,11 @@ def _learning_rates(cfg: DictConfig) -> Iterator[tuple[str, float]]:
                 yield f"{group}.{key}", value
 
 
-def _select(cfg: DictConfig, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
+def require_positive(**values: float) -> None:
+    """Each ``agent.<key>`` given must be > 0; the error names the first that is not."""
+    for key, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"agent.{key}={value}: must be > 0")
 
 
 def instantiate(node: DictConfig, **kwargs):

@@ -23,6 +23,7 @@ class MetricWindow:
         self.start_step: int | None = None
         self.start_time = 0.0
         self.last_returns: float | None = None
+        self.rate = 0.0  # env steps/s over the current window, for the progress bar
 
     def add(self, metrics: dict, step: int, elapsed: float) -> None:
         if self.start_step is None:
@@ -38,7 +39,7 @@ class MetricWindow:
         returns = metrics.get("rollout/episode_return")
         if returns:
             self.last_returns = sum(returns) / len(returns)
-        self._rate = (step - self.start_step) / max(elapsed - self.start_time, 1e-9)
+        self.rate = (step - self.start_step) / max(elapsed - self.start_time, 1e-9)
 
     def pending(self) -> bool:
         return bool(self.values)
@@ -58,7 +59,7 @@ class MetricWindow:
         return row
 
     def postfix(self) -> dict[str, str]:
-        out = {"sps": f"{getattr(self, '_rate', 0.0):.0f}"}
+        out = {"sps": f"{self.rate:.0f}"}
         if self.last_returns is not None:
             out["return"] = f"{self.last_returns:.1f}"
         return out

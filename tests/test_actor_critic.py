@@ -18,6 +18,16 @@ from lab.rl.actor_critic import (
 from lab.rl.env import make_vec_env
 from tests.conftest import lab, lab_background, read_metrics, read_summary, wait_for_rows
 
+# An A3C run long enough to be stopped from outside (it never reaches its budget in a test).
+LONG_A3C = [
+    "agent=a3c",
+    "agent.workers=2",
+    "agent.total_steps=10000000",
+    "log_interval=500",
+    "eval.interval=1000",
+    "eval.episodes=2",
+    "logger=none",
+]
 SMALL_A3C = [
     "agent=a3c",
     "agent.total_steps=3000",
@@ -116,14 +126,7 @@ def test_a3c_counts_env_steps_exactly_and_runs_lstm(tmp_path):
 
 def test_a3c_worker_killed_fails_the_run_fast_and_leaves_no_process(tmp_path):
     run = tmp_path / "run"
-    proc = lab_background(
-        run,
-        "agent=a3c",
-        "agent.workers=2",
-        "agent.total_steps=10000000",
-        "log_interval=500",
-        "logger=none",
-    )
+    proc = lab_background(run, *LONG_A3C)
     wait_for_rows(run, 2, proc)
     workers = _workers(proc.pid)
     assert len(workers) == 2
@@ -144,16 +147,7 @@ def test_a3c_worker_killed_fails_the_run_fast_and_leaves_no_process(tmp_path):
 
 def test_a3c_interrupt_then_resume_continues_the_step_counter(tmp_path):
     run = tmp_path / "run"
-    proc = lab_background(
-        run,
-        "agent=a3c",
-        "agent.workers=2",
-        "agent.total_steps=10000000",
-        "log_interval=500",
-        "eval.interval=1000",
-        "eval.episodes=2",
-        "logger=none",
-    )
+    proc = lab_background(run, *LONG_A3C)
     wait_for_rows(run, 3, proc)
     children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)

@@ -5,7 +5,7 @@ returns on one learner stepping a Gymnasium vector env. Hyperparameters: conf/ag
 from omegaconf import DictConfig
 
 from lab.compute import Compute
-from lab.config import instantiate
+from lab.config import instantiate, require_positive
 from lab.errors import ConfigError
 from lab.rl.actor_critic import (
     RolloutCollector,
@@ -16,11 +16,10 @@ from lab.rl.actor_critic import (
 from lab.rl.env import make_vec_env
 
 
-def check_actor_critic(**values) -> None:
-    for key in ("lr", "t_max", "num_envs"):
-        if key in values and values[key] <= 0:
-            raise ConfigError(f"agent.{key}={values[key]}: must be > 0")
-    lam = values.get("gae_lambda")
+def check_actor_critic(gae_lambda: float | None, **positive: float) -> None:
+    """Checks A2C and A3C share: positive sizes and rates, λ in [0, 1] or null."""
+    require_positive(**positive)
+    lam = gae_lambda
     if lam is not None and not 0 <= lam <= 1:
         raise ConfigError(f"agent.gae_lambda={lam}: must be in [0, 1], or null for n-step returns")
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lab.compute import Compute
-from lab.config import instantiate
+from lab.config import instantiate, require_positive
 from lab.errors import ConfigError
 from lab.rl.env import make_vec_env, require_discrete
 from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
@@ -264,10 +264,9 @@ class DQN:
 
 def check_hyperparameters(**values: float) -> None:
     """Reject values no DQN can run with, naming the key."""
-    positive = ("lr", "n_step", "batch_size", "num_envs", "buffer_size")
-    for key in positive:
-        if values[key] <= 0:
-            raise ConfigError(f"agent.{key}={values[key]}: must be > 0")
+    require_positive(
+        **{k: values[k] for k in ("lr", "n_step", "batch_size", "num_envs", "buffer_size")}
+    )
     if not 0 <= values["gamma"] <= 1:
         raise ConfigError(f"agent.gamma={values['gamma']}: must be in [0, 1]")
     if not 0 < values["target_tau"] <= 1:
