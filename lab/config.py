@@ -38,11 +38,11 @@ def _learning_rates(cfg: DictConfig) -> Iterator[tuple[str, float]]:
                 yield f"{group}.{key}", value
 
 
-def require_positive(**values: float) -> None:
-    """Each ``agent.<key>`` given must be > 0; the error names the first that is not."""
+def require_positive(group: str = "agent", /, **values: float) -> None:
+    """Each ``<group>.<key>`` given must be > 0; the error names the first that is not."""
     for key, value in values.items():
         if value <= 0:
-            raise ConfigError(f"agent.{key}={value}: must be > 0")
+            raise ConfigError(f"{group}.{key}={value}: must be > 0")
 
 
 def instantiate(node: DictConfig, **kwargs):

@@ -16,7 +16,8 @@ class MetricWindow:
     (``counter/<name>``) keep their last value and add ``perf/<name>_per_s``.
     """
 
-    def __init__(self):
+    def __init__(self, step_unit: str = "env_steps"):
+        self.step_rate_key = f"perf/{step_unit}_per_s"
         self.values: dict[str, list[float]] = defaultdict(list)
         self.counters: dict[str, float] = {}
         self.start_counters: dict[str, float] = {}
@@ -24,6 +25,10 @@ class MetricWindow:
         self.start_time = 0.0
         self.last_returns: float | None = None
         self.rate = 0.0  # env steps/s over the current window, for the progress bar
+
+    def seed_counters(self, counters: dict[str, float]) -> None:
+        """The counters' values before the first ``add``, so the first row's rates are right."""
+        self.start_counters.update(counters)
 
     def add(self, metrics: dict, step: int, elapsed: float) -> None:
         if self.start_step is None:
@@ -52,7 +57,7 @@ class MetricWindow:
             name = key.removeprefix(COUNTER_PREFIX)
             row[f"train/{name}"] = value
             row[f"perf/{name}_per_s"] = (value - self.start_counters[key]) / seconds
-        row["perf/env_steps_per_s"] = (step - (self.start_step or step)) / seconds
+        row[self.step_rate_key] = (step - (self.start_step or step)) / seconds
         self.values.clear()
         self.start_counters = dict(self.counters)
         self.start_step, self.start_time = step, elapsed

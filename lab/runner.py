@@ -2,7 +2,7 @@
 
 It knows nothing of DQN or VAEs. A task exposes ``family``, ``algo``, ``name``, ``step``,
 ``total_steps``, ``threshold``/``threshold_metric``, ``train_step(budget)``,
-``evaluate(media_dir)``, ``state_dict()``/``load_state_dict()`` and ``close()``.
+``evaluate(media_dir)``, ``counters()``, ``state_dict()``/``load_state_dict()`` and ``close()``.
 """
 
 import dataclasses
@@ -74,7 +74,11 @@ class StopSignal:
 
 
 def build_task(cfg: DictConfig, compute: Compute):
-    """An RL task when ``agent`` is set (generative models arrive with their own family)."""
+    """A generative task when ``model`` is set, else an RL task (``validate`` ruled out both)."""
+    if cfg.get("model") is not None:
+        from lab.gen.task import GenTask
+
+        return GenTask(cfg, compute)
     from lab.rl.task import RLTask
 
     return RLTask(cfg, compute)
@@ -125,7 +129,8 @@ class Loop:
     def __init__(self, cfg, run_dir: Path, task, state: RunState, logger: Logger, compute: Compute):
         self.cfg, self.run_dir, self.task, self.state = cfg, run_dir, task, state
         self.logger, self.compute = logger, compute
-        self.window = MetricWindow()
+        self.window = MetricWindow(getattr(task, "step_unit", "env_steps"))
+        self.window.seed_counters(task.counters())
         self.started = time.perf_counter() - state.elapsed
         self.higher_is_better = getattr(task, "higher_is_better", True)
 

@@ -94,6 +94,16 @@ def assert_valid_summary(summary: dict) -> None:
     assert {"metric", "value", "reached_step", "reached_seconds"} <= summary["threshold"].keys()
     if summary["family"] == "rl" and summary["status"] != "failed":
         assert {"eval/return_mean", "eval/return_std"} <= summary["metrics"].keys()
+    if summary["family"] == "generative" and summary["status"] != "failed":
+        assert {"eval/fid", "eval/fid_floor", "eval/fid_samples"} <= summary["metrics"].keys()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_fid_cache(tmp_path_factory):
+    """One FID classifier cache for the whole session (xdist workers share the parent dir)."""
+    cache = tmp_path_factory.getbasetemp().parent / "lab-cache"
+    os.environ["LAB_CACHE"] = str(cache)
+    return cache
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:

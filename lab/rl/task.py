@@ -43,6 +43,11 @@ class RLTask:
     def step(self) -> int:
         return self.agent.step
 
+    def counters(self) -> dict[str, int]:
+        """Cumulative counts the agent reports in ``learn`` (its updates), as they stand now."""
+        updates = getattr(self.agent, "updates", None)
+        return {} if updates is None else {"counter/updates": updates}
+
     def train_step(self, budget: int) -> dict:
         return self.agent.learn(budget)
 

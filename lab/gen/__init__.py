@@ -1,0 +1,1 @@
+"""Image generative models (GANs, VAEs) on the same runner as the RL agents."""

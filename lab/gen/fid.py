@@ -1,0 +1,304 @@
+"""FID and KID that work offline and say how much of the number is noise.
+
+Features come from either a small classifier the lab trains on the data set itself (cached,
+deterministic; its held-out accuracy is reported) or Inception from a local weights file.
+torchmetrics accumulates the statistics (float64) and computes FID and KID; features are
+extracted once per image and handed to both metrics through a pass-through module.
+"""
+
+import hashlib
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from lab import checkpoint
+from lab.errors import ConfigError
+from lab.gen.data import ImageData, to_float, upload
+
+log = logging.getLogger("lab")
+
+CLASSIFIER_VERSION = 1  # bump when DomainClassifier or its training changes: old caches retire
+
+
+def frechet_distance(
+    mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor
+) -> float:
+    """Fréchet (2-Wasserstein) distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+    ||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2)). The last trace is
+    taken as tr((A sigma2 A)^(1/2)) with A = sigma1^(1/2): a symmetric matrix, so ``eigh``
+    gives it to full precision (rounding's tiny negative eigenvalues are clamped to 0).
+    """
+    mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
+    values, vectors = torch.linalg.eigh(sigma1)
+    root = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    inner = root @ sigma2 @ root
+    trace_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
+    distance = (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace()
+    return float(distance - 2 * trace_sqrt)
+
+
+class DomainClassifier(nn.Module):
+    """A small CNN for the data set's classes; FID uses its pooled penultimate features."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 32):
+        super().__init__()
+        self.num_features = 4 * width
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 4 * width, 3, 2, 1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _shift(x: torch.Tensor, generator: torch.Generator, pixels: int = 1) -> torch.Tensor:
+    """Random translations by up to ``pixels``: cheap augmentation that helps on 1.4k digits."""
+    padded = F.pad(x, (pixels,) * 4)
+    dx, dy = torch.randint(0, 2 * pixels + 1, (2,), generator=generator).tolist()
+    return padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
+
+
+def train_classifier(
+    data: ImageData,
+    device: torch.device,
+    epochs: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+) -> tuple[DomainClassifier, float]:
+    """Train on the training split; return the net and its accuracy on the test split."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = DomainClassifier(data.shape[0], data.num_classes).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    images, labels = upload(data.train, device), data.train_labels.to(device)
+    steps = epochs * (len(images) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=generator).to(device)
+        for i in range(len(images) // batch_size):
+            index = order[i * batch_size : (i + 1) * batch_size]
+            x = _shift(to_float(images[index]), generator)
+            loss = F.cross_entropy(net(x), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    net.eval()
+    with torch.inference_mode():
+        test = upload(data.test, device)
+        logits = torch.cat([net(to_float(x)) for x in test.split(1024)])
+        accuracy = (logits.argmax(1).cpu() == data.test_labels).float().mean().item()
+    return net, accuracy
+
+
+def domain_classifier(
+    data: ImageData, device: torch.device, cache_dir: str, epochs: int
+) -> tuple[DomainClassifier, float]:
+    """The cached classifier for this data set, trained (once) when there is none."""
+    if data.num_classes is None:
+        raise ConfigError(
+            f"fid.features=domain needs class labels, and {data.name} has none (an image_folder "
+            "without class subfolders): use fid.features=inception with fid.weights=<file>"
+        )
+    digest = hashlib.sha256()
+    for part in (data.train, data.train_labels, data.test, data.test_labels):
+        digest.update(part.numpy().tobytes())
+    digest.update(f"v{CLASSIFIER_VERSION} epochs={epochs}".encode())
+    path = Path(cache_dir).expanduser() / f"domain_{data.name}_{digest.hexdigest()[:16]}.pt"
+    net = DomainClassifier(data.shape[0], data.num_classes)
+    if path.is_file():
+        saved = checkpoint.load(path)
+        net.load_state_dict(saved["state_dict"])
+        return net.to(device).eval(), saved["accuracy"]
+    log.info("training the FID domain classifier for %s (once; cached in %s)", data.name, path)
+    trained, accuracy = train_classifier(data, device, epochs)
+    net.load_state_dict({k: v.cpu() for k, v in trained.state_dict().items()})
+    checkpoint.save_atomic({"state_dict": net.state_dict(), "accuracy": accuracy}, path)
+    log.info("FID domain classifier: %.2f%% held-out accuracy", 100 * accuracy)
+    return net.to(device).eval(), accuracy
+
+
+class InceptionFeatures(nn.Module):
+    """2048-d Inception-v3 pool features from a local file, for images in [-1, 1].
+
+    A TorchScript file (NVIDIA's ``inception-2015-12-05.pt``, as StyleGAN's metrics use) runs
+    as is. A state dict (torch-fidelity's / pytorch-fid's ``pt_inception-2015-12-05-*.pth``)
+    goes through torchmetrics' ``NoTrainInceptionV3``, which needs the torch-fidelity package.
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights: str | None):
+        super().__init__()
+        if not weights:
+            raise ConfigError(
+                "fid.features=inception needs fid.weights=<local Inception weights file>; "
+                "nothing is downloaded"
+            )
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"fid.weights={weights}: no such file (Inception weights expected)")
+        try:
+            self.net = torch.jit.load(str(path), map_location="cpu").eval()
+            self.torchscript = True
+        except RuntimeError:
+            self.net, self.torchscript = self._torchmetrics(str(path)), False
+
+    @staticmethod
+    def _torchmetrics(path: str) -> nn.Module:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+
+        if not _TORCH_FIDELITY_AVAILABLE:
+            raise ConfigError(
+                f"fid.weights={path}: a state dict needs torch-fidelity (pip install "
+                "torch-fidelity, which needs torchvision); or give a TorchScript Inception "
+                "(inception-2015-12-05.pt)"
+            )
+        return NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=path
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if self.torchscript:
+            return self.net(x, return_features=True).float()
+        return self.net(x).float()
+
+
+class PassThrough(nn.Module):
+    """The 'feature extractor' handed to torchmetrics: features are already extracted."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+class FIDScorer:
+    """FID and KID of generated images against a fixed real set, and the real-vs-real floor.
+
+    ``real`` (uint8) is split once, with a fixed seed, into two disjoint sets of ``samples``
+    images: A is the reference (its statistics are computed once, ``reset_real_features=False``)
+    and FID(A, B) is the floor, what a perfect model would score at this sample count.
+    """
+
+    def __init__(
+        self,
+        extractor: nn.Module,
+        real: torch.Tensor,
+        samples: int,
+        kid_subsets: int,
+        kid_subset_size: int,
+        device: torch.device,
+        seed: int = 0,
+        batch_size: int = 500,
+    ):
+        self.check(samples, len(real), kid_subset_size)
+        self.extractor, self.device, self.batch_size = extractor.eval(), device, batch_size
+        self.samples, self.seed = samples, seed
+        order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+        reference, other = real[order[:samples]], real[order[samples : 2 * samples]]
+        dim = extractor.num_features
+        self.fid = FrechetInceptionDistance(feature=PassThrough(dim), reset_real_features=False)
+        with warnings.catch_warnings():  # "KID keeps all features": 2 x fid.samples here
+            warnings.simplefilter("ignore", UserWarning)
+            self.kid = KernelInceptionDistance(
+                feature=PassThrough(dim),
+                subsets=kid_subsets,
+                subset_size=kid_subset_size,
+                reset_real_features=False,
+            )
+        self.fid, self.kid = self.fid.to(device), self.kid.to(device)
+        features = self.features(lambda i, n: to_float(upload(reference[i : i + n], device)))
+        self.fid.update(features, real=True)
+        self.kid.update(features, real=True)
+        floor = self.score(lambda i, n: to_float(upload(other[i : i + n], device)))
+        self.floor = {"eval/fid_floor": floor["eval/fid"], "eval/kid_floor": floor["eval/kid_mean"]}
+
+    @staticmethod
+    def check(samples: int, real: int, kid_subset_size: int) -> None:
+        """Sample counts that cannot give a FID, a KID or a floor: before any work is done."""
+        if not isinstance(samples, int) or samples < 2:
+            raise ConfigError(f"fid.samples={samples}: FID needs at least 2 samples")
+        if 2 * samples > real:
+            raise ConfigError(
+                f"fid.samples={samples}: the floor needs two disjoint real sets of that size, and "
+                f"the data set has {real} images: use fid.samples <= {real // 2}"
+            )
+        if not isinstance(kid_subset_size, int) or not 2 <= kid_subset_size <= samples:
+            raise ConfigError(
+                f"fid.kid_subset_size={kid_subset_size}: KID draws subsets of 2 to fid.samples="
+                f"{samples} images; choose a size in that range"
+            )
+
+    @torch.inference_mode()
+    def features(self, images: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+        """Features of ``samples`` images; ``images(start, count)`` gives each chunk."""
+        chunks = []
+        for start in range(0, self.samples, self.batch_size):
+            count = min(self.batch_size, self.samples - start)
+            chunks.append(self.extractor(images(start, count)).float())
+        return torch.cat(chunks)
+
+    def score(self, images: Callable[[int, int], torch.Tensor]) -> dict[str, float]:
+        features = self.features(images)
+        self.fid.reset()
+        self.kid.reset()
+        self.fid.update(features, real=False)
+        self.kid.update(features, real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)  # KID's subsets: the same draw at every evaluation
+            kid_mean, kid_std = self.kid.compute()
+        return {
+            "eval/fid": float(self.fid.compute()),
+            "eval/kid_mean": float(kid_mean),
+            "eval/kid_std": float(kid_std),
+            "eval/fid_samples": self.samples,
+        }
+
+
+def build_extractor(fid_cfg, data: ImageData, device: torch.device) -> tuple[nn.Module, dict]:
+    """The configured feature extractor and what to report about it."""
+    if fid_cfg.features == "domain":
+        net, accuracy = domain_classifier(
+            data, device, fid_cfg.cache_dir, fid_cfg.classifier_epochs
+        )
+        extractor = _Penultimate(net)
+        return extractor, {"eval/fid_classifier_accuracy": accuracy}
+    if fid_cfg.features == "inception":
+        return InceptionFeatures(fid_cfg.weights).to(device), {}
+    raise ConfigError(f"fid.features={fid_cfg.features}: use domain or inception")
+
+
+class _Penultimate(nn.Module):
+    def __init__(self, classifier: DomainClassifier):
+        super().__init__()
+        self.classifier = classifier
+        self.num_features = classifier.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x)

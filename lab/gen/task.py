@@ -1,0 +1,148 @@
+"""A generative model on an image data set, as the runner sees it: train, score, save, load."""
+
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from lab.compute import Compute
+from lab.config import instantiate
+from lab.errors import ConfigError
+from lab.gen.data import Batches, ImageData, to_float, upload
+from lab.gen.fid import FIDScorer, build_extractor
+from lab.gen.images import save_grid
+
+EVAL_SEED_OFFSET = 1_000_000  # the fixed latents of evaluations never share training's seed
+GRID = 64  # images in each sample grid
+
+
+def build_model(model_cfg: DictConfig, shape: tuple[int, int, int], compute: Compute):
+    """The model a ``model`` config names, for images of ``shape``."""
+    # By hand rather than instantiate, which would turn `compute` into a config node.
+    model_cls = hydra.utils.get_class(model_cfg._target_)
+    hyperparameters = {
+        k: v for k, v in model_cfg.items() if k not in ("_target_", "name", "total_steps")
+    }
+    return model_cls(shape=shape, compute=compute, **hyperparameters)
+
+
+class GenTask:
+    """Trains ``model`` on ``dataset``; each evaluation scores FID/KID and writes image grids."""
+
+    family = "generative"
+    higher_is_better = False  # for the threshold and best.pt: lower FID is better
+    step_unit = "updates"
+    threshold_metric = "eval/fid"
+
+    def __init__(self, cfg: DictConfig, compute: Compute):
+        if cfg.get("dataset") is None:
+            raise ConfigError("model is set but dataset is not: add dataset=<name>, e.g. digits")
+        data: ImageData = instantiate(cfg.dataset)
+        self.algo, self.name = cfg.model.name, data.name
+        self.total_steps = int(cfg.model.total_steps)
+        if self.total_steps <= 0:
+            raise ConfigError(f"model.total_steps={self.total_steps}: must be > 0")
+        self.shape = data.shape
+        self.model = build_model(cfg.model, data.shape, compute)
+        self.batches = Batches(
+            data.train, cfg.model.batch_size, compute.device, cfg.seed, cfg.model.channels_last
+        )
+        self.device = compute.device
+        real = data.all_images()
+        FIDScorer.check(cfg.fid.samples, len(real), cfg.fid.kid_subset_size)
+        extractor, self.extractor_info = build_extractor(cfg.fid, data, compute.device)
+        self.scorer = FIDScorer(
+            extractor,
+            real,
+            cfg.fid.samples,
+            cfg.fid.kid_subsets,
+            cfg.fid.kid_subset_size,
+            compute.device,
+        )
+        self.test = to_float(upload(data.test, compute.device))
+        self.eval_seed = cfg.seed + EVAL_SEED_OFFSET
+        self.threshold = cfg.fid.threshold
+        self.step = 0
+        self.images = 0  # real images consumed, for perf/images_per_s
+
+    def train_step(self, budget: int) -> dict:
+        self.model.train(True)
+        totals: dict[str, torch.Tensor] = {}
+        counting = _CountingBatches(self.batches)
+        for _ in range(budget):
+            for key, value in self.model.update(counting).items():
+                totals[key] = totals.get(key, 0) + value.detach()
+            self.step += 1
+        self.images += counting.images
+        # One device sync per call, not one per update.
+        metrics = {key: value.item() / budget for key, value in totals.items()}
+        return metrics | self.counters()
+
+    def counters(self) -> dict[str, int]:
+        """Cumulative counts; the runner logs them with their rate (perf/images_per_s)."""
+        return {"counter/images": self.images}
+
+    def evaluate(self, media_dir: Path) -> tuple[dict[str, float], dict[str, Path]]:
+        model = self.model
+        model.train(False)
+        with torch.inference_mode():
+            if hasattr(model, "fit_prior"):
+                model.fit_prior(to_float(self.batches.images))
+            z = model.latent(self.scorer.samples, torch.Generator().manual_seed(self.eval_seed))
+            metrics = self.scorer.score(lambda i, n: model.generate(z[i : i + n]))
+            metrics |= self.scorer.floor | self.extractor_info
+            media = {
+                "eval/samples": save_grid(model.generate(z[:GRID]), self._png(media_dir, "samples"))
+            }
+            if hasattr(model, "held_out"):
+                metrics |= model.held_out(self.test)
+                media |= self._autoencoder_media(media_dir)
+        model.train(True)
+        return metrics, media
+
+    def _png(self, media_dir: Path, kind: str) -> Path:
+        return media_dir / f"{kind}_{self.step:09d}.png"
+
+    def _autoencoder_media(self, media_dir: Path) -> dict[str, Path]:
+        """Originals over reconstructions, and walks between the codes of test images."""
+        model, x = self.model, self.test[:16]
+        recon = torch.cat([x, model.reconstruct(x)])
+        codes = model.encode(self.test[:16])[0]
+        start, end = codes[:8], codes[8:16]
+        weights = torch.linspace(0, 1, 10, device=codes.device)[None, :, None]
+        path = start[:, None] * (1 - weights) + end[:, None] * weights  # [8, 10, z]
+        walk = model.generate(path.flatten(0, 1))
+        return {
+            "eval/reconstructions": save_grid(recon, self._png(media_dir, "reconstructions"), 16),
+            "eval/interpolations": save_grid(walk, self._png(media_dir, "interpolations"), 10),
+        }
+
+    def state_dict(self, include_buffer: bool = True) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "batches": self.batches.state_dict(),
+            "step": self.step,
+            "images": self.images,
+            "shape": list(self.shape),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.batches.load_state_dict(state["batches"])
+        self.step, self.images = state["step"], state["images"]
+
+    def close(self) -> None:
+        pass
+
+
+class _CountingBatches:
+    """The batch source, counting the images it hands out."""
+
+    def __init__(self, batches: Batches):
+        self.batches, self.images = batches, 0
+
+    def __call__(self) -> torch.Tensor:
+        batch = self.batches()
+        self.images += len(batch)
+        return batch

@@ -1,0 +1,148 @@
+"""FID: the Fréchet distance against closed forms, and FID telling real from broken samples."""
+
+import math
+
+import pytest
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from lab.errors import ConfigError
+from lab.gen.data import digits, to_float
+from lab.gen.fid import (
+    FIDScorer,
+    InceptionFeatures,
+    PassThrough,
+    domain_classifier,
+    frechet_distance,
+)
+
+CPU = torch.device("cpu")
+
+
+def _random_rotation(dim: int, seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(
+        torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed)).double()
+    )
+    return q.double()
+
+
+def test_frechet_distance_of_1d_gaussians():
+    # W2(N(m1, s1^2), N(m2, s2^2))^2 = (m1 - m2)^2 + (s1 - s2)^2
+    d = frechet_distance(
+        torch.tensor([1.0]), torch.tensor([[4.0]]), torch.tensor([-2.0]), torch.tensor([[0.25]])
+    )
+    assert d == pytest.approx(9.0 + (2.0 - 0.5) ** 2, rel=1e-12)
+
+
+def test_frechet_distance_of_commuting_covariances():
+    # Same eigenvectors: tr(S1 + S2 - 2 (S1 S2)^1/2) = sum (sqrt(a) - sqrt(b))^2
+    q = _random_rotation(6, 0)
+    a = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0, 9.0], dtype=torch.float64)
+    b = torch.tensor([2.0, 1.0, 0.5, 3.0, 1.0, 1.0], dtype=torch.float64)
+    mu1, mu2 = torch.arange(6.0).double(), torch.ones(6).double()
+    expected = (mu1 - mu2).square().sum() + (a.sqrt() - b.sqrt()).square().sum()
+    got = frechet_distance(mu1, q @ torch.diag(a) @ q.T, mu2, q @ torch.diag(b) @ q.T)
+    assert got == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_frechet_distance_is_symmetric_and_zero_on_identical_gaussians():
+    x = torch.randn(50, 5, generator=torch.Generator().manual_seed(1)).double()
+    sigma1 = x.T @ x / 50
+    y = torch.randn(50, 5, generator=torch.Generator().manual_seed(2)).double()
+    sigma2 = y.T @ y / 50 + torch.eye(5, dtype=torch.float64)
+    mu = torch.zeros(5)
+    assert frechet_distance(mu, sigma1, mu, sigma1) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_distance(mu, sigma1, mu + 1, sigma2) == pytest.approx(
+        frechet_distance(mu + 1, sigma2, mu, sigma1), rel=1e-9
+    )
+
+
+def test_torchmetrics_fid_matches_the_pure_function():
+    gen = torch.Generator().manual_seed(3)
+    real, fake = torch.randn(300, 8, generator=gen), torch.randn(300, 8, generator=gen) * 1.5 + 0.3
+    metric = FrechetInceptionDistance(feature=PassThrough(8))
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    real, fake = real.double(), fake.double()
+    expected = frechet_distance(real.mean(0), torch.cov(real.T), fake.mean(0), torch.cov(fake.T))
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def digits_scorer():
+    data = digits()
+    net, accuracy = domain_classifier(data, CPU, str(_cache()), epochs=20)
+    from lab.gen.fid import _Penultimate
+
+    scorer = FIDScorer(_Penultimate(net), data.all_images(), 500, 20, 200, CPU)
+    return data, scorer, accuracy
+
+
+def _cache():
+    import os
+
+    return os.environ["LAB_CACHE"]
+
+
+def test_domain_classifier_reaches_95_percent_held_out_on_digits(digits_scorer):
+    _, _, accuracy = digits_scorer
+    assert accuracy >= 0.95
+
+
+def test_fid_separates_real_from_collapsed_and_noise(digits_scorer):
+    data, scorer, _ = digits_scorer
+    floor = scorer.floor["eval/fid_floor"]
+    one = to_float(data.train[:1])
+    collapsed = scorer.score(lambda i, n: one.expand(n, -1, -1, -1))
+    noise = scorer.score(
+        lambda i, n: torch.rand(n, *data.shape, generator=torch.Generator().manual_seed(i)) * 2 - 1
+    )
+    assert 0 <= floor < 5
+    assert collapsed["eval/fid"] > 10 * floor and collapsed["eval/fid"] > 20
+    assert noise["eval/fid"] > 10 * floor and noise["eval/fid"] > 20
+    assert collapsed["eval/kid_mean"] > 10 * max(scorer.floor["eval/kid_floor"], 0.01)
+    # the samples of a good model: held-out real images score near the floor
+    test = to_float(data.test)
+    near = scorer.score(lambda i, n: torch.cat([test, test])[i : i + n])
+    assert near["eval/fid"] < collapsed["eval/fid"] / 5
+
+
+def test_the_classifier_is_cached(digits_scorer, monkeypatch):
+    import lab.gen.fid as fid
+
+    monkeypatch.setattr(fid, "train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    _, accuracy = domain_classifier(digits(), CPU, _cache(), epochs=20)
+    assert accuracy >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("samples", "real", "kid", "needle"),
+    [
+        (1, 100, 1, "fid.samples=1"),
+        (60, 100, 10, "fid.samples <= 50"),
+        (40, 100, 41, "fid.kid_subset_size=41"),
+    ],
+)
+def test_too_few_samples_are_clear_errors(samples, real, kid, needle):
+    with pytest.raises(ConfigError, match=needle.replace("<", ".")):
+        FIDScorer.check(samples, real, kid)
+
+
+def test_inception_needs_a_local_weights_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"fid\.weights"):
+        InceptionFeatures(None)
+    with pytest.raises(ConfigError, match="no such file"):
+        InceptionFeatures(str(tmp_path / "pt_inception.pth"))
+
+
+def test_inception_runs_a_torchscript_file(tmp_path):
+    class Stand_in(torch.nn.Module):  # the calling convention of NVIDIA's inception-2015-12-05.pt
+        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+            assert x.dtype == torch.uint8 and x.shape[1] == 3
+            return x.float().mean(dim=(2, 3)).repeat(1, 683)[:, :2048]
+
+    path = tmp_path / "inception.pt"
+    torch.jit.script(Stand_in()).save(str(path))
+    features = InceptionFeatures(str(path))(torch.zeros(4, 1, 16, 16))
+    assert features.shape == (4, 2048)
+    assert math.isclose(float(features[0, 0]), 128.0)  # -1..1 mapped to 0..255: 0 -> 128
