@@ -1,8 +1,10 @@
 """``python -m lab``: Hydra composes the config, the runner trains; bad input is one line."""
 
 import logging
+import math
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -11,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from lab import sweep
 from lab.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -31,6 +34,12 @@ def check_group_choices(argv: list[str]) -> None:
     given = dict(kv for kv in map(_key_value, argv) if kv)
     if given.get("agent", "null") != "null" and given.get("model", "null") != "null":
         raise ConfigError("both agent= and model= given: choose an RL agent or a generative model")
+    storage = given.get("hydra.sweeper.storage", "null")
+    if storage != "null":
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: the Optuna sweeper needs optuna < 3, whose database "
+            "storage fails with this SQLAlchemy; leave it null (an in-memory study)"
+        )
     for key, value in given.items():
         if key not in groups or "(" in value:
             continue  # not a group, or a sweep function such as choice(...) for Hydra to expand
@@ -68,24 +77,38 @@ def _remove_fresh_run_dir(run_dir: Path) -> None:
 
 
 def task_function(cfg: DictConfig) -> float | None:
+    """One run; in a sweep a failure is recorded in the job's summary and the sweep goes on."""
     from lab.runner import run
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            summary = run(cfg, run_dir)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            if not cfg.get("resume"):
+                _remove_fresh_run_dir(run_dir)
+            sys.exit(EXIT_CONFIG)
+        if summary.exit_code:
+            sys.exit(summary.exit_code)
+        return objective(cfg, summary.metrics)
+    sweep.name_wandb_group(cfg, hydra_cfg)
     try:
         summary = run(cfg, run_dir)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        if not cfg.get("resume"):
-            _remove_fresh_run_dir(run_dir)
-        if multirun:
-            raise
-        sys.exit(EXIT_CONFIG)
-    if summary.exit_code and not multirun:
+    except Exception as e:  # isolation: this job failed, the others must still run
+        log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(e).__name__, e)
+        sweep.record_failure(cfg, run_dir, e)
+        return math.nan  # Optuna marks a NaN trial as failed and goes on
+    if summary.status == "interrupted":  # Ctrl-C or SIGTERM stops the whole sweep
         sys.exit(summary.exit_code)
+    return objective(cfg, summary.metrics) if summary.status != "failed" else math.nan
+
+
+def objective(cfg: DictConfig, metrics: dict) -> float | None:
+    """What a sweeper optimises: ``optimized_metric`` from the run's last evaluation."""
     key = cfg.get("optimized_metric")
-    return summary.metrics.get(key) if key else None
+    return metrics.get(key) if key else None
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -103,4 +126,10 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     sys.argv = [sys.argv[0], *argv]
-    hydra_main()
+    with warnings.catch_warnings():
+        # conf/hydra/launcher/{joblib,ray}.yaml extend the plugins' schemas of the same name on
+        # purpose (a mistyped key is then an error); Hydra calls that pattern deprecated.
+        warnings.filterwarnings("ignore", message=r"(?s).*automatic_schema_matching")
+        hydra_main()
+    if sweep.failed_jobs:
+        sys.exit(1)

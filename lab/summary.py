@@ -65,3 +65,14 @@ def print_summary(summary: Summary, run_dir: Path) -> None:
         lines.append(f"  error: {s.error}")
     lines.append(f"  run dir: {run_dir}")
     print("\n".join(lines), flush=True)
+
+
+def read_summaries(root: Path) -> list[tuple[Path, dict]]:
+    """Every ``summary.json`` under ``root`` (a run, a sweep or a folder of either)."""
+    found = []
+    for path in sorted(root.rglob("summary.json")):
+        try:
+            found.append((path, json.loads(path.read_text())))
+        except json.JSONDecodeError:
+            continue  # written atomically, so only a foreign file can be half a JSON
+    return found

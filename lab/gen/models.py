@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from lab.compute import Compute
 from lab.config import require_positive
@@ -69,6 +70,16 @@ class GenerativeModel:
         self.compute.backward_step(loss, self.optimizers[optimizer], max_grad_norm=None)
 
 
+def _ema_with_warmup(decay: float):
+    """EMA whose decay ramps up as (1 + n) / (10 + n): early averages are not stuck at init."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        return averaged * d + current * (1 - d)
+
+    return average
+
+
 class GAN(GenerativeModel):
     """DCGAN with the non-saturating loss, or WGAN-GP (``loss=wgan_gp``) with ``n_critic``.
 
@@ -89,6 +100,7 @@ class GAN(GenerativeModel):
         n_critic: int = 1,
         gp_weight: float = 10.0,
         d_norm: str = "batch",
+        ema: float | None = 0.999,
         channels_last: bool = True,
         batch_size: int = 64,
     ):
@@ -111,10 +123,22 @@ class GAN(GenerativeModel):
             "generator": self._adam("generator", lr, betas),
             "discriminator": self._adam("discriminator", d_lr or lr, betas),
         }
+        if ema is not None and not 0 < ema < 1:
+            raise ConfigError(f"model.ema={ema}: use a decay in (0, 1), or null for no EMA")
+        self.ema = None
+        if ema:  # an exponential moving average of G's weights: what evaluation samples from
+            self.ema = AveragedModel(
+                self.nets["generator"], avg_fn=_ema_with_warmup(ema), use_buffers=True
+            )
+            self.nets["generator_ema"] = self.ema
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1]: from the EMA generator when there is one and not training."""
+        G = self.nets["generator"]
+        if self.ema is not None and not G.training:
+            G = self.ema.module
         with self.compute.autocast():
-            return torch.tanh(self.nets["generator"](z).float())
+            return torch.tanh(G(z).float())
 
     def _critic(self, x: torch.Tensor) -> torch.Tensor:
         with self.compute.autocast():
@@ -139,6 +163,8 @@ class GAN(GenerativeModel):
         g_loss = -scores.mean() if self.loss == "wgan_gp" else F.softplus(-scores).mean()
         self._step(g_loss, "generator")
         D.requires_grad_(True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.nets["generator"])
         metrics = {
             "train/d_loss": d_loss,
             "train/g_loss": g_loss,

@@ -1,0 +1,71 @@
+"""What a sweep adds to single runs: failed jobs on record, a shared W&B group, a last word."""
+
+import logging
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict
+
+from lab.summary import Summary, read_summaries, write_summary
+
+log = logging.getLogger("lab")
+
+failed_jobs: list[Path] = []  # filled by SweepSummary at the end of a sweep, read by the CLI
+
+
+def name_wandb_group(cfg: DictConfig, hydra_cfg) -> None:
+    """W&B runs of one sweep share a group named after it (unless logger.group is set)."""
+    if cfg.get("logger") is None or cfg.logger.get("kind") != "wandb" or cfg.logger.group:
+        return
+    parts = Path(hydra_cfg.sweep.dir).parts
+    name = "_".join(parts[1:] if parts and parts[0] == "runs" else parts)
+    with open_dict(cfg):
+        cfg.logger.group = name
+
+
+def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:
+    """A ``failed`` summary.json for a job that died before the runner could write one."""
+    path = run_dir / "summary.json"
+    if path.exists():  # the runner got far enough to write its own
+        return
+    rl = cfg.get("agent") is not None
+    section = cfg.get("agent") if rl else cfg.get("model")
+    where = cfg.get("env") if rl else cfg.get("dataset")
+    summary = Summary(
+        status="failed",
+        family="rl" if rl else "generative",
+        algo=section.get("name", "?") if section is not None else "?",
+        task=(where.get("id") or where.get("name", "?")) if where is not None else "?",
+        seed=cfg.get("seed", 0),
+        device=str(cfg.get("device", "?")),
+        steps=0,
+        wall_seconds=0.0,
+        metrics={},
+        best={},
+        threshold={"metric": None, "value": None, "reached_step": None, "reached_seconds": None},
+        error=f"{type(error).__name__}: {error}",
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_summary(summary, path)
+
+
+class SweepSummary(Callback):
+    """At the end of a sweep: how many runs ended how, which failed, and the report command."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        root = Path(config.hydra.sweep.dir)
+        summaries = read_summaries(root)
+        statuses: dict[str, int] = {}
+        for _, summary in summaries:
+            statuses[summary["status"]] = statuses.get(summary["status"], 0) + 1
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+        log.info("sweep %s: %d runs (%s)", root, len(summaries), counts or "none finished")
+        for path, summary in summaries:
+            if summary["status"] == "failed":
+                failed_jobs.append(path.parent)
+                log.error("  failed: %s: %s", path.parent, summary.get("error", "?"))
+        log.info("table and plots: python -m lab.report %s", root)

@@ -1,0 +1,288 @@
+"""Sweeps: multirun, launchers, failure isolation, Optuna, and the report over the results."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.report import group_runs, load_runs, report
+from tests.conftest import ROOT, TINY_DQN, compose_config, read_summary
+
+
+def lab_sweep(sweep_dir: Path, *overrides: str, timeout: float = 600):
+    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "lab", "-m", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def test_a_2x2_multirun_writes_four_summaries(tmp_path):
+    result = lab_sweep(tmp_path, "agent.gamma=0.98,0.99", "seed=0,1", *TINY_DQN)
+    assert result.returncode == 0, result.stderr
+    jobs = _job_dirs(tmp_path)
+    assert len(jobs) == 4
+    seen = {
+        (read_summary(j)["seed"], yaml.safe_load((j / ".hydra/overrides.yaml").read_text())[0])
+        for j in jobs
+    }
+    assert seen == {(s, f"agent.gamma={g}") for s in (0, 1) for g in (0.98, 0.99)}
+    assert all(read_summary(j)["status"] == "completed" for j in jobs)
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    result = lab_sweep(
+        tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY_DQN
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = _job_dirs(tmp_path)
+    assert [read_summary(j)["seed"] for j in jobs] == [0, 1]
+    launcher = yaml.safe_load((tmp_path / "multirun.yaml").read_text())["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("JoblibLauncher") and launcher["n_jobs"] == 2
+
+
+def test_a_failing_job_does_not_stop_the_others(tmp_path):
+    result = lab_sweep(tmp_path, "agent.lr=-1,0.001", "seed=0,1", *TINY_DQN)
+    assert result.returncode == 1, "a sweep with failures ends non-zero, after every job"
+    summaries = [read_summary(j) for j in _job_dirs(tmp_path)]
+    assert len(summaries) == 4
+    failed = [s for s in summaries if s["status"] == "failed"]
+    assert len(failed) == 2 and all("agent.lr=-1" in s["error"] for s in failed)
+    assert sum(s["status"] == "completed" for s in summaries) == 2
+    assert "2 failed" in result.stderr + result.stdout
+    table = report(tmp_path)
+    assert "Failed runs (2):" in table and "agent.lr=-1: a learning rate must be > 0" in table
+
+
+def test_wandb_runs_of_a_sweep_share_a_group(tmp_path):
+    from tests.test_wandb import read_records
+
+    result = lab_sweep(tmp_path, "logger.mode=offline", "seed=0,1", *TINY_DQN)
+    assert result.returncode == 0, result.stderr
+    groups = set()
+    for job in _job_dirs(tmp_path):
+        (file,) = (job / "wandb").glob("offline-run-*/run-*.wandb")
+        records = read_records(file)
+        groups.add(next(r.run for r in records if r.WhichOneof("record_type") == "run").run_group)
+    assert len(groups) == 1
+    assert groups.pop().endswith(tmp_path.name)  # named after the sweep directory
+
+
+def test_optuna_preset_runs_three_trials_and_records_the_best(tmp_path):
+    result = lab_sweep(
+        tmp_path,
+        "hparams_search=dqn_cartpole",
+        "hydra.sweeper.n_trials=3",
+        *TINY_DQN,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = _job_dirs(tmp_path)
+    assert len(jobs) == 3
+    returns = [read_summary(j)["metrics"]["eval/return_mean"] for j in jobs]
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(returns)
+    assert set(best["best_params"]) == {
+        "agent.lr",
+        "agent.gamma",
+        "agent.n_step",
+        "agent.target_interval",
+        "agent.batch_size",
+    }
+    assert 1e-4 <= best["best_params"]["agent.lr"] <= 3e-3
+
+
+def test_optuna_database_storage_is_refused_up_front(tmp_path):
+    result = lab_sweep(
+        tmp_path, "hparams_search=dqn_cartpole", "hydra.sweeper.storage=sqlite:///x.db"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: hydra.sweeper.storage=sqlite:///x.db")
+
+
+def test_presets_compose():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        bench = compose("config", ["experiment=bench_cartpole"], return_hydra_config=True)
+        gan = compose("config", ["hparams_search=dcgan_digits"], return_hydra_config=True)
+        slurm = compose("config", ["hydra/launcher=slurm"], return_hydra_config=True)
+        ray = compose("config", ["hydra/launcher=ray"], return_hydra_config=True)
+    assert bench.hydra.sweeper.params == {"agent": "dqn,sb3_dqn", "seed": "0,1,2,3,4"}
+    assert bench.stop_on_threshold and str(bench.hydra.mode) == "RunMode.MULTIRUN"
+    assert gan.model.name == "dcgan" and gan.optimized_metric == "eval/fid"
+    assert gan.hydra.sweeper.direction == "minimize"
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert slurm.hydra.launcher.signal_delay_s > 0
+    assert ray.hydra.launcher.ray.init.address is None
+    assert compose_config("experiment=bench_cartpole").env.id == "CartPole-v1"
+
+
+@pytest.mark.slow
+def test_ray_launcher_with_a_local_ray(tmp_path):
+    result = lab_sweep(
+        tmp_path, "hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2", "seed=0,1", *TINY_DQN
+    )
+    assert result.returncode == 0, result.stderr
+    assert [read_summary(j)["status"] for j in _job_dirs(tmp_path)] == ["completed"] * 2
+
+
+# --- the report, on a fabricated folder of runs -------------------------------------------
+
+
+def _run(
+    root: Path,
+    name: str,
+    overrides: list[str],
+    status: str,
+    final: float | None,
+    reached: tuple[float, int] | None,
+    wall: float = 10.0,
+    curve=(),
+) -> None:
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    rows = [{"step": s, "time": s / 100, "eval/return_mean": v} for s, v in curve]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if status == "running":
+        return
+    summary = {
+        "status": status,
+        "family": "rl",
+        "algo": "dqn",
+        "task": "CartPole-v1",
+        "seed": 0,
+        "device": "cpu",
+        "steps": 1000,
+        "wall_seconds": wall,
+        "metrics": {} if final is None else {"eval/return_mean": final},
+        "best": {},
+        "threshold": {
+            "metric": "eval/return_mean",
+            "value": 475.0,
+            "reached_seconds": reached[0] if reached else None,
+            "reached_step": reached[1] if reached else None,
+        },
+    }
+    if status == "failed":
+        summary["error"] = "RuntimeError: boom"
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_report_on_a_fabricated_sweep(tmp_path):
+    curve = [(0, 10.0), (500, 200.0), (1000, 500.0)]
+    # group A: agent=dqn, three seeds solved at 4, 8 and 30 s; finals 500, 480, 490
+    _run(
+        tmp_path,
+        "0",
+        ["agent=dqn", "seed=0", "stop_on_threshold=true"],
+        "solved",
+        500.0,
+        (4.0, 400),
+        5.0,
+        curve,
+    )
+    _run(
+        tmp_path,
+        "1",
+        ["agent=dqn", "seed=1", "stop_on_threshold=true"],
+        "solved",
+        480.0,
+        (8.0, 800),
+        9.0,
+        curve,
+    )
+    _run(
+        tmp_path,
+        "2",
+        ["agent=dqn", "seed=2", "stop_on_threshold=true"],
+        "solved",
+        490.0,
+        (30.0, 3000),
+        31.0,
+        curve,
+    )
+    # group B: agent=sb3_dqn, one solved, one not, one failed, one still running
+    _run(
+        tmp_path,
+        "3",
+        ["agent=sb3_dqn", "seed=0", "stop_on_threshold=true"],
+        "solved",
+        476.0,
+        (20.0, 2000),
+        21.0,
+        curve,
+    )
+    _run(
+        tmp_path,
+        "4",
+        ["agent=sb3_dqn", "seed=1", "stop_on_threshold=true"],
+        "completed",
+        100.0,
+        None,
+        60.0,
+        curve,
+    )
+    _run(tmp_path, "5", ["agent=sb3_dqn", "seed=2", "stop_on_threshold=true"], "failed", None, None)
+    _run(
+        tmp_path,
+        "10",
+        ["agent=sb3_dqn", "seed=3", "stop_on_threshold=true"],
+        "running",
+        None,
+        None,
+        curve=curve[:2],
+    )
+
+    groups = {g.label: g.stats() for g in group_runs(load_runs(tmp_path))}
+    assert set(groups) == {"agent=dqn", "agent=sb3_dqn"}  # shared overrides drop out of labels
+    a, b = groups["agent=dqn"], groups["agent=sb3_dqn"]
+    assert (a["runs"], a["solved"], a["failed"], a["running"]) == (3, 3, 0, 0)
+    assert a["time_to_threshold_median"] == 8.0 and a["steps_to_threshold_median"] == 800
+    assert a["final_median"] == 490.0 and a["final_mean"] == pytest.approx(490.0)
+    assert a["final_std"] == pytest.approx(10.0)  # sample std of 500, 480, 490
+    assert a["wall_median"] == 9.0
+    assert (b["runs"], b["solved"], b["failed"], b["running"]) == (4, 1, 1, 1)
+    assert b["time_to_threshold_median"] == 20.0
+    assert b["final_median"] == pytest.approx(288.0)  # median of 476 and 100
+    assert b["wall_median"] == pytest.approx(40.5)
+
+    table = report(tmp_path)
+    assert "| agent=dqn | eval/return_mean | 3 | 3/3 | 0 | 490 | 490 ± 10 | 8 | 800 | 9 |" in table
+    assert "| agent=sb3_dqn | eval/return_mean | 4 | 1/2 | 1 |" in table
+    assert "Failed runs (1):" in table and "RuntimeError: boom" in table
+    assert "Runs without a summary yet (running or killed): 1" in table
+    with (tmp_path / "report.csv").open() as f:
+        rows = {r["group"]: r for r in csv.DictReader(f)}
+    assert float(rows["agent=dqn"]["time_to_threshold_median"]) == 8.0
+    assert (tmp_path / "report.md").read_text().endswith(table)
+    for png in ("learning_curves.png", "bars.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_report_command_prints_the_table_and_rejects_a_missing_dir(tmp_path):
+    _run(tmp_path, "0", ["seed=0"], "completed", 9.0, None)
+    out = subprocess.run(
+        [sys.executable, "-m", "lab.report", str(tmp_path), "--out", str(tmp_path / "r")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| dqn CartPole-v1 |" in out.stdout and (tmp_path / "r" / "report.md").is_file()
+    missing = subprocess.run(
+        [sys.executable, "-m", "lab.report", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
