@@ -17,6 +17,10 @@ from lab import sweep
 from lab.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# conf/hydra/launcher/{joblib,ray}.yaml extend the plugins' schemas of the same name on purpose
+# (a mistyped key is then an error); Hydra calls that pattern deprecated. Set at import, so
+# launcher workers, which import this module to run a job, are quiet too.
+warnings.filterwarnings("ignore", message=r"(?s).*automatic_schema_matching")
 EXIT_CONFIG = 2
 log = logging.getLogger("lab")
 
@@ -126,10 +130,6 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     sys.argv = [sys.argv[0], *argv]
-    with warnings.catch_warnings():
-        # conf/hydra/launcher/{joblib,ray}.yaml extend the plugins' schemas of the same name on
-        # purpose (a mistyped key is then an error); Hydra calls that pattern deprecated.
-        warnings.filterwarnings("ignore", message=r"(?s).*automatic_schema_matching")
-        hydra_main()
+    hydra_main()
     if sweep.failed_jobs:
         sys.exit(1)

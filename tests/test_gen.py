@@ -255,3 +255,14 @@ def test_digits_upscale_keeps_the_split_fixed():
     assert a.shape == (1, 8, 8) and b.shape == (1, 32, 32)
     assert torch.equal(a.train_labels, b.train_labels) and len(a.test) == 359
     json.dumps(a.shape)  # plain ints, as summaries and checkpoints need
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gan_on_cuda_with_channels_last(tmp_path, precision):
+    result = lab(
+        tmp_path, "model=dcgan", *TINY, "dataset.size=32", "device=cuda", f"precision={precision}"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(tmp_path)
+    assert summary["device"].startswith("cuda") and summary["metrics"]["eval/fid"] > 0

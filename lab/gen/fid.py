@@ -233,7 +233,9 @@ class FIDScorer:
                 reset_real_features=False,
             )
         self.fid, self.kid = self.fid.to(device), self.kid.to(device)
-        features = self.features(lambda i, n: to_float(upload(reference[i : i + n], device)))
+        features = self.features(
+            lambda i, n: to_float(upload(reference[i : i + n], device)), samples
+        )
         self.fid.update(features, real=True)
         self.kid.update(features, real=True)
         floor = self.score(lambda i, n: to_float(upload(other[i : i + n], device)))
@@ -256,16 +258,20 @@ class FIDScorer:
             )
 
     @torch.inference_mode()
-    def features(self, images: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
-        """Features of ``samples`` images; ``images(start, count)`` gives each chunk."""
+    def features(self, images: Callable[[int, int], torch.Tensor], total: int) -> torch.Tensor:
+        """Features of ``total`` images; ``images(start, count)`` gives each chunk."""
         chunks = []
-        for start in range(0, self.samples, self.batch_size):
-            count = min(self.batch_size, self.samples - start)
+        for start in range(0, total, self.batch_size):
+            count = min(self.batch_size, total - start)
             chunks.append(self.extractor(images(start, count)).float())
         return torch.cat(chunks)
 
-    def score(self, images: Callable[[int, int], torch.Tensor]) -> dict[str, float]:
-        features = self.features(images)
+    def score(
+        self, images: Callable[[int, int], torch.Tensor], total: int | None = None
+    ) -> dict[str, float]:
+        """FID and KID of ``total`` (default ``samples``) images against the reference set."""
+        total = total or self.samples
+        features = self.features(images, total)
         self.fid.reset()
         self.kid.reset()
         self.fid.update(features, real=False)
@@ -277,7 +283,7 @@ class FIDScorer:
             "eval/fid": float(self.fid.compute()),
             "eval/kid_mean": float(kid_mean),
             "eval/kid_std": float(kid_std),
-            "eval/fid_samples": self.samples,
+            "eval/fid_samples": total,
         }
 
 
