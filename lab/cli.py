@@ -38,6 +38,8 @@ def check_group_choices(argv: list[str]) -> None:
     given = dict(kv for kv in map(_key_value, argv) if kv)
     if given.get("agent", "null") != "null" and given.get("model", "null") != "null":
         raise ConfigError("both agent= and model= given: choose an RL agent or a generative model")
+    if given.get("dataset", "null") != "null" and given.get("model", "null") == "null":
+        raise ConfigError("dataset= needs a generative model: add model=<name>, e.g. model=dcgan")
     storage = given.get("hydra.sweeper.storage", "null")
     if storage != "null":
         raise ConfigError(

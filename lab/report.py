@@ -195,18 +195,20 @@ def plot(groups: list[Group], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
         for ax, metric in zip(axes[0], metrics, strict=True):
             for group in (g for g in groups if g.metric == metric):
-                curves = [
-                    [(row["step"], row[metric]) for row in run.rows if metric in row]
-                    for run in group.runs
-                ]
-                curves = [c for c in curves if c]
-                if not curves:
+                runs = [r for r in group.runs if any(metric in row for row in r.rows)]
+                if not runs:
                     continue
+                curves = [
+                    [(row["step"], row[metric]) for row in r.rows if metric in row] for r in runs
+                ]
                 grid = np.unique(np.concatenate([[s for s, _ in c] for c in curves]))
                 stacked = np.full((len(curves), len(grid)), np.nan)
-                for i, curve in enumerate(curves):
+                for i, (run, curve) in enumerate(zip(runs, curves, strict=True)):
                     steps, values = np.array(curve).T
-                    inside = (grid >= steps[0]) & (grid <= steps[-1])
+                    # A run stopped as solved stays at its last value: dropping it from the mean
+                    # would make the curve fall whenever a good seed finishes early.
+                    end = grid[-1] if run.status == "solved" else steps[-1]
+                    inside = (grid >= steps[0]) & (grid <= end)
                     stacked[i, inside] = np.interp(grid[inside], steps, values)
                 mean, std = np.nanmean(stacked, 0), np.nan_to_num(np.nanstd(stacked, 0))
                 (line,) = ax.plot(grid, mean, label=f"{group.label} (n={len(curves)})")

@@ -112,6 +112,7 @@ def _eval_rows(run_dir) -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path):
     runs = [tmp_path / "a", tmp_path / "b"]
     for run in runs:
@@ -123,6 +124,7 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert _eval_rows(other) != _eval_rows(runs[0])
 
 
+@pytest.mark.slow
 def test_gan_resume_continues_exactly(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert lab(straight, "model=dcgan", *TINY, "model.total_steps=40").returncode == 0
@@ -137,6 +139,7 @@ def test_gan_resume_continues_exactly(tmp_path):
     assert _eval_rows(resumed) == _eval_rows(straight)
 
 
+@pytest.mark.slow
 def test_sample_command_writes_a_grid_and_npz(tmp_path):
     import subprocess
     import sys
@@ -186,6 +189,7 @@ def test_sample_command_writes_a_grid_and_npz(tmp_path):
         (["model=wgan_gp", "model.d_norm=batch"], ["model.d_norm=batch"]),
         (["model=dcgan", "agent=dqn"], ["agent", "model"]),
         (["model=dcgann"], ["model=dcgann", "dcgan, "]),
+        (["dataset=digits"], ["dataset=", "model=dcgan"]),
     ],
 )
 def test_bad_generative_input_is_one_line(tmp_path, overrides, needles):
