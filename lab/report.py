@@ -121,15 +121,12 @@ def group_runs(runs: list[Run]) -> list[Group]:
         return tuple(sorted(kept))
 
     keys = {id(run): key(run) for run in runs}
-    common = set.intersection(*(set(k) for k in keys.values())) if runs else set()
+    # Overrides every run shares say nothing about the difference: leave them out of labels,
+    # unless there is only one group, which is then labelled in full.
+    common = set.intersection(*map(set, keys.values())) if len(set(keys.values())) > 1 else set()
     groups: dict[str, Group] = {}
     for run in runs:
-        label = " ".join(
-            o for o in keys[id(run)] if o not in common or len(set(map(tuple, keys.values()))) == 1
-        )
-        label = label or (
-            f"{run.summary['algo']} {run.summary['task']}" if run.summary else run.path.name
-        )
+        label = " ".join(o for o in keys[id(run)] if o not in common) or run.path.name
         groups.setdefault(label, Group(label)).runs.append(run)
     return list(groups.values())
 
