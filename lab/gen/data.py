@@ -222,28 +222,32 @@ class Batches:
         self.batch_size = batch_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(len(images), generator=self.generator)
+        self.order = self._shuffle()
         self.position = 0
 
     def __call__(self) -> torch.Tensor:
         if self.position + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(self.images), generator=self.generator)
-            self.position = 0
+            self.order, self.position = self._shuffle(), 0
         index = self.order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
-        batch = self.images[index.to(self.images.device, non_blocking=True)]
+        batch = self.images[index]
         return to_float(batch).contiguous(memory_format=self.memory_format)
+
+    def _shuffle(self) -> torch.Tensor:
+        """An epoch's order, drawn on the CPU (reproducible anywhere), kept beside the images."""
+        order = torch.randperm(len(self.images), generator=self.generator)
+        return order.to(self.images.device)
 
     def state_dict(self) -> dict:
         return {
             "generator": self.generator.get_state(),
-            "order": self.order,
+            "order": self.order.cpu(),
             "position": self.position,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-        self.order, self.position = state["order"], state["position"]
+        self.order, self.position = state["order"].to(self.images.device), state["position"]
 
 
 def upload(images: torch.Tensor, device: torch.device) -> torch.Tensor:

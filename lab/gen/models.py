@@ -46,6 +46,10 @@ class GenerativeModel:
         return torch.optim.Adam(self.nets[net].parameters(), lr=lr, betas=tuple(betas), fused=fused)
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """N(0, I) codes on the device. With a (CPU) generator, e.g. an evaluation's fixed
+        batch, they are drawn on the CPU, so they are the same whatever the device."""
+        if generator is None:  # training: no host-to-device copy per step
+            return torch.randn(n, self.z_dim, device=self.device)
         return torch.randn(n, self.z_dim, generator=generator).to(self.device)
 
     def train(self, mode: bool = True) -> None:
