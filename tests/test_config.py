@@ -113,3 +113,22 @@ def test_dueling_and_polyak_options_build():
         assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     finally:
         task.close()
+
+
+@pytest.mark.parametrize(
+    "overrides, hidden, activation",
+    [
+        (["agent=a3c"], [64, 64], "tanh"),  # actor-critics: SB3's policy MLP
+        (["agent=a2c"], [64, 64], "tanh"),
+        (["agent=dqn"], [128, 128], "relu"),
+        (["agent=a3c", "net=mlp"], [128, 128], "relu"),  # the command line wins
+    ],
+)
+def test_each_agent_picks_its_default_mlp(overrides, hidden, activation):
+    cfg = compose_config(*overrides)
+    assert list(cfg.net.hidden_sizes) == hidden and cfg.net.activation == activation
+
+
+def test_image_envs_pick_the_cnn_over_the_agents_mlp():
+    for order in (["agent=a3c", "env=catch"], ["env=catch", "agent=a3c"]):
+        assert compose_config(*order).net._target_ == "lab.nets.NatureCNN"
