@@ -1,7 +1,9 @@
 """Helpers shared by the tests: run the CLI, compose the shipped configs, check contracts."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,12 +38,42 @@ def lab(
     )
 
 
+def lab_sweep(sweep_dir: Path, *overrides: str, timeout: float = 600):
+    """``python -m lab -m`` into ``sweep_dir``, W&B off."""
+    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "lab", "-m", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+_BACKGROUND: list[subprocess.Popen] = []
+
+
 def lab_background(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """A run in its own session; whatever is left of it is killed when the test ends."""
     env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "lab", f"hydra.run.dir={run_dir}", *overrides]
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    _BACKGROUND.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _kill_background_runs():
+    """A failed test must not leave a 10-million-step run behind to slow the next ones."""
+    yield
+    while _BACKGROUND:
+        proc = _BACKGROUND.pop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the run and any worker it left
+        proc.wait()
 
 
 def wait_for_rows(run_dir: Path, count: int, proc: subprocess.Popen, timeout: float = 90) -> None:

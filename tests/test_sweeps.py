@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +10,7 @@ import pytest
 import yaml
 
 from lab.report import group_runs, load_runs, report
-from tests.conftest import ROOT, TINY_DQN, compose_config, read_summary
-
-
-def lab_sweep(sweep_dir: Path, *overrides: str, timeout: float = 600):
-    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "lab", "-m", f"hydra.sweep.dir={sweep_dir}", *overrides]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+from tests.conftest import ROOT, TINY_DQN, compose_config, lab_sweep, read_summary
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
