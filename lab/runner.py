@@ -100,23 +100,22 @@ def run(cfg: DictConfig, run_dir: Path) -> Summary:
     compute = Compute(resolve_device(cfg.device), cfg.precision)
     seed_everything(cfg.seed)
     task = build_task(cfg, compute)
-    state = RunState(
-        next_eval=cfg.eval.interval,
-        next_log=cfg.log_interval,
-        next_checkpoint=cfg.checkpoint.interval,
-    )
-    if saved is not None:
-        task.load_state_dict(saved["task"])
-        state = RunState(**saved["runner"])
-        set_rng_state(saved["rng"])
-        MetricsFile.truncate_after(run_dir / "metrics.jsonl", task.step)
-        log.info("resumed from %s at step %d", resume, task.step)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    logger = Logger(cfg, run_dir, config, state.wandb_id)
-    state.wandb_id = logger.wandb_id
-    loop = Loop(cfg, run_dir, task, state, logger, compute)
-    try:
-        summary = loop.run()
+    try:  # the task may hold processes (A3C's workers): close it whatever happens next
+        state = RunState(
+            next_eval=cfg.eval.interval,
+            next_log=cfg.log_interval,
+            next_checkpoint=cfg.checkpoint.interval,
+        )
+        if saved is not None:
+            task.load_state_dict(saved["task"])
+            state = RunState(**saved["runner"])
+            set_rng_state(saved["rng"])
+            MetricsFile.truncate_after(run_dir / "metrics.jsonl", task.step)
+            log.info("resumed from %s at step %d", resume, task.step)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        logger = Logger(cfg, run_dir, config, state.wandb_id)
+        state.wandb_id = logger.wandb_id
+        summary = Loop(cfg, run_dir, task, state, logger, compute).run()
     finally:
         task.close()
     print_summary(summary, run_dir)

@@ -13,6 +13,8 @@ import logging
 import os
 import queue
 import signal
+import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -60,6 +62,39 @@ class WorkerSpec:
     lr_anneal: bool
     total_steps: int
     shared_torso: bool | None
+    envs_per_worker: int
+
+
+def choose_start_method(requested: str | None) -> str:
+    """How worker processes start. ``None``: fork where that is safe, else forkserver or spawn.
+
+    Fork starts a worker in milliseconds where spawn re-imports torch in each (about 1 s per
+    worker, all of it inside the run's time). It is safe when the process has no other thread
+    whose locks a child could inherit held: the workers start while the agent is built, before
+    the logger and the progress bar start theirs. Under a launcher that runs jobs in threaded
+    processes (joblib's loky, Ray) the workers fork from a fresh forkserver instead.
+    """
+    methods = mp.get_all_start_methods()
+    if requested is not None:
+        if requested not in methods:
+            raise ConfigError(
+                f"agent.start_method={requested}: use one of {', '.join(methods)} (or null)"
+            )
+        return requested
+    if sys.platform == "linux" and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def default_envs_per_worker(obs_space) -> int:
+    """16 for vector observations, 1 (the paper) for images.
+
+    On a cheap env such as CartPole a worker's time goes to the forward and backward passes,
+    which cost about the same for 16 observations as for one: 16 envs per worker took 2
+    workers on 2 cores from 2,850 to 37,900 env steps/s (README, Benchmarks). An image net's
+    cost grows with the batch, and 16 workers x 16 Atari envs would hold 256 emulators.
+    """
+    return 1 if len(obs_space.shape) == 3 else 16
 
 
 def available_cores() -> int:
@@ -77,6 +112,8 @@ class A3C:
         name: str = "a3c",
         total_steps: int = 200_000,
         workers: int | None = None,
+        envs_per_worker: int | None = None,
+        start_method: str | None = None,
         t_max: int = 5,
         lr: float = 7e-4,
         gamma: float = 0.99,
@@ -90,8 +127,13 @@ class A3C:
         workers = available_cores() if workers is None else workers
         if workers < 1:
             raise ConfigError(f"agent.workers={workers}: must be >= 1 (null = all cores)")
-        check_actor_critic(lr=lr, t_max=t_max, gae_lambda=gae_lambda)
         probe = make_env(env_cfg)
+        if envs_per_worker is None:
+            envs_per_worker = default_envs_per_worker(probe.observation_space)
+        check_actor_critic(
+            lr=lr, t_max=t_max, envs_per_worker=envs_per_worker, gae_lambda=gae_lambda
+        )
+        self.start_method = choose_start_method(start_method)
         self.model = build_actor_critic(
             net_cfg, probe.observation_space, probe.action_space, name, env_cfg.id, shared_torso
         )
@@ -113,15 +155,15 @@ class A3C:
             lr_anneal,
             total_steps,
             shared_torso,
+            envs_per_worker,
         )
         self.n_workers = workers
-        self.device = torch.device(
-            "cpu"
-        )  # Hogwild shares CPU memory; the runner's device is unused
+        self.device = torch.device("cpu")  # Hogwild shares CPU memory; compute.device is unused
         self.step = 0
         self.updates = 0
         self.processes: list = []
         self._optimizer_shared = False
+        self._start()  # now, while the process has one thread (see choose_start_method)
 
     # Workers ---------------------------------------------------------------------------
 
@@ -133,9 +175,11 @@ class A3C:
 
     def _start(self) -> None:
         self._share_optimizer()
-        ctx = mp.get_context("spawn")  # fork would copy the main process's threads and locks
-        self.credits = ctx.Value("q", 0)
-        self.taken = ctx.Value("q", self.step)  # credits taken so far: the schedules' clock
+        ctx = mp.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            ctx.set_forkserver_preload(["lab.rl.a3c"])  # imported once, not once per worker
+        self.credits = ctx.Value("q", 0)  # env steps the workers may still take
+        self.taken = ctx.Value("q", self.step)  # env steps taken so far: the schedules' clock
         self.reports = ctx.Queue()
         self.stop = ctx.Event()
         for wid in range(self.n_workers):
@@ -152,12 +196,16 @@ class A3C:
                     self.taken,
                     self.reports,
                     self.stop,
-                    os.getpid(),
                 ),
             )
             process.start()
             self.processes.append(process)
-        log.info("a3c: %d workers started", self.n_workers)
+        log.info(
+            "a3c: %d workers x %d envs (%s)",
+            self.n_workers,
+            self.spec.envs_per_worker,
+            self.start_method,
+        )
 
     def _check_workers(self) -> None:
         for wid, process in enumerate(self.processes):
@@ -171,17 +219,22 @@ class A3C:
                 raise WorkerFailed(f"a3c worker {wid} died ({how})")
 
     def learn(self, budget: int) -> dict:
-        """Grant ``budget`` env steps of credit and wait until the workers have used them."""
+        """Grant ``budget`` env steps of credit and wait until the workers have used them.
+
+        A worker takes whole vector steps (``envs_per_worker`` env steps each), so the last
+        grant may overshoot by less than that; the overshoot is not carried over. The loop ends
+        once the reported steps cover the budget, which is when every grant has been reported.
+        """
         if not self.processes:
             self._start()
         budget = max(budget, 1)
-        with self.credits.get_lock():
-            self.credits.value += budget
+        with self.credits.get_lock():  # the workers are idle here: nothing is in flight
+            self.credits.value = budget
         finished = {"rollout/episode_return": [], "rollout/episode_length": []}
         sums: dict[str, float] = {}
         n = 0
         outstanding = budget
-        next_check = time.monotonic() + POLL_SECONDS
+        next_check = 0.0  # at once: a short call may end before the first tick of the clock
         while outstanding > 0:
             # On a clock, not only when the queue runs dry: the other workers may keep it busy.
             if time.monotonic() >= next_check:
@@ -193,8 +246,8 @@ class A3C:
                 continue
             if message[0] == "error":
                 raise WorkerFailed(f"a3c worker {message[1]} raised: {message[2]}")
-            _, vector_steps, transitions, episodes, metrics = message
-            outstanding -= vector_steps
+            _, used, transitions, episodes, metrics = message
+            outstanding -= used
             self.step += transitions
             self.updates += 1
             for key, values in episodes.items():
@@ -223,9 +276,10 @@ class A3C:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Weights, shared optimizer statistics and counters; worker episodes start afresh."""
-        if self.processes:
-            raise RuntimeError("load a3c state before the workers start")
+        """Weights, shared optimizer statistics and counters; worker episodes start afresh.
+
+        Everything is copied into the shared tensors, so idle workers see it too.
+        """
         self.model.load_state_dict(state["model"])  # copies into the shared tensors
         self._share_optimizer()
         saved = state["optimizer"]["state"]
@@ -234,6 +288,8 @@ class A3C:
             for key, value in saved.get(index, {}).items():
                 self.optimizer.state[p][key].copy_(value)
         self.step, self.updates = state["counters"]["step"], state["counters"]["updates"]
+        if self.processes:
+            self.taken.value = self.step
 
     def close(self) -> None:
         """Stop every worker: ask, wait briefly, then terminate and kill what is left."""
@@ -254,24 +310,22 @@ class A3C:
         self.processes = []
 
 
-def worker_main(
-    wid, spec: WorkerSpec, shared, optimizer, credits, taken, reports, stop, parent_pid
-) -> None:
+def worker_main(wid, spec: WorkerSpec, shared, optimizer, credits, taken, reports, stop) -> None:
     """One actor-learner. Signals go to the main process, which stops the workers itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     try:
-        _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop, parent_pid)
+        _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop)
     except BaseException:
         reports.put(("error", wid, traceback.format_exc(limit=-3).strip().splitlines()[-1]))
         raise SystemExit(1) from None
 
 
-def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop, parent_pid):
+def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop):
     worker_seed = spec.seed + 1000 * (wid + 1)
     seed_everything(worker_seed)
-    envs = make_vec_env(spec.env_cfg, 1)
+    envs = make_vec_env(spec.env_cfg, spec.envs_per_worker)
     local = build_actor_critic(
         spec.net_cfg,
         envs.single_observation_space,
@@ -281,15 +335,17 @@ def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop, pa
         spec.shared_torso,
     )
     collector = RolloutCollector(envs, worker_seed, torch.device("cpu"))
+    width = spec.envs_per_worker  # env steps in one vector step
+    main = mp.parent_process()  # the main process, also when a forkserver started us
     shared_params = list(shared.parameters())
     local_params = list(local.parameters())
     while not stop.is_set():
-        if os.getppid() != parent_pid:
+        if not main.is_alive():
             return  # the main process is gone: leave no orphan behind
         with credits.get_lock():  # one lock for both, so one worker's schedule is reproducible
-            k = min(spec.t_max, credits.value)
-            credits.value -= k
-            taken.value += k
+            k = min(spec.t_max, -(-credits.value // width)) if credits.value > 0 else 0
+            credits.value -= k * width
+            taken.value += k * width
             progress = taken.value / spec.total_steps
         if k == 0:
             time.sleep(0.0005)
@@ -312,6 +368,12 @@ def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop, pa
         optimizer.step()
         metrics["train/grad_norm"] = grad_norm
         reports.put(
-            ("report", k, transitions, episodes, {key: float(v) for key, v in metrics.items()})
+            (
+                "report",
+                k * width,
+                transitions,
+                episodes,
+                {key: float(v) for key, v in metrics.items()},
+            )
         )
     envs.close()
