@@ -162,19 +162,12 @@ class A3C:
         self.step = 0
         self.updates = 0
         self.processes: list = []
-        self._optimizer_shared = False
+        share_optimizer_state(self.optimizer)  # once: before the workers, and before a resume
         self._start()  # now, while the process has one thread (see choose_start_method)
 
     # Workers ---------------------------------------------------------------------------
 
-    def _share_optimizer(self) -> None:
-        """Once: a second zero-gradient step would decay the statistics it shares."""
-        if not self._optimizer_shared:
-            share_optimizer_state(self.optimizer)
-            self._optimizer_shared = True
-
     def _start(self) -> None:
-        self._share_optimizer()
         ctx = mp.get_context(self.start_method)
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload(["lab.rl.a3c"])  # imported once, not once per worker
@@ -225,8 +218,6 @@ class A3C:
         grant may overshoot by less than that; the overshoot is not carried over. The loop ends
         once the reported steps cover the budget, which is when every grant has been reported.
         """
-        if not self.processes:
-            self._start()
         budget = max(budget, 1)
         with self.credits.get_lock():  # the workers are idle here: nothing is in flight
             self.credits.value = budget
@@ -281,7 +272,6 @@ class A3C:
         Everything is copied into the shared tensors, so idle workers see it too.
         """
         self.model.load_state_dict(state["model"])  # copies into the shared tensors
-        self._share_optimizer()
         saved = state["optimizer"]["state"]
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for index, p in enumerate(params):
