@@ -94,3 +94,17 @@ class LSTM(nn.Module):
     def forward(self, obs: torch.Tensor, state):
         h, c = self.cell(self.encoder(obs), state)
         return h, (h, c)
+
+    def unroll(self, obs: torch.Tensor, state, keep: torch.Tensor) -> torch.Tensor:
+        """Features of a (T, N, ...) sequence from ``state``, zeroing it after step t where
+        ``keep[t]`` is False. The encoder sees all T·N observations in one batch."""
+        steps, n = obs.shape[:2]
+        encoded = self.encoder(obs.flatten(0, 1)).view(steps, n, -1)
+        keep = keep.to(encoded.dtype)[..., None]
+        h, c = state
+        features = []
+        for t in range(steps):
+            h, c = self.cell(encoded[t], (h, c))
+            features.append(h)
+            h, c = h * keep[t], c * keep[t]
+        return torch.stack(features)

@@ -14,6 +14,8 @@ from lab.rl.actor_critic import (
     RolloutCollector,
     actor_critic_loss,
     build_actor_critic,
+    mask_state,
+    sample_actions,
 )
 from lab.rl.env import make_vec_env
 from tests.conftest import (
@@ -86,10 +88,52 @@ def test_lstm_state_is_zero_when_a_new_episode_starts():
             h, c = collector.state
             assert torch.all(h[resetting_now] == 0) and torch.all(c[resetting_now] == 0)
             assert torch.any(h[~resetting_now] != 0) or not (~resetting_now).any()
-        loss, _ = actor_critic_loss(rollout, 0.99, None, 0.5, 0.01)
+        loss, _ = actor_critic_loss(model, rollout, 0.99, None, 0.5, 0.01)
         assert torch.isfinite(loss)
     assert seen_reset
     envs.close()
+
+
+@pytest.mark.parametrize("torso", ["mlp", "mlp_own_critic", "lstm"])
+def test_the_loss_replays_exactly_what_acting_saw(torso):
+    """Acting runs without a graph; the loss runs the model once over the whole rollout. That
+    is only right if ``unroll`` gives, step by step, the logits and values acting would have."""
+    from lab.nets import LSTM, MLP
+
+    torch.manual_seed(0)
+    envs = make_vec_env(OmegaConf.create({"id": "CartPole-v1", "kwargs": {}}), 3)
+    if torso == "lstm":
+        model = ActorCritic(LSTM((4,), hidden_size=8, encoder_sizes=(8,)), 2)
+    else:
+        own = MLP((4,), (16,)) if torso == "mlp_own_critic" else None
+        model = ActorCritic(MLP((4,), (16,)), 2, own)
+    collector = RolloutCollector(envs, seed=0, device=torch.device("cpu"))
+    finished = {"rollout/episode_return": [], "rollout/episode_length": []}
+    for _ in range(8):  # past an episode end, so that recurrent states get reset mid-rollout
+        rollout, _ = collector.collect(model, 5, finished)
+        keep = torch.cat([rollout.valid, torch.ones_like(rollout.valid[:1])])
+        logits, values = model.unroll(rollout.obs, rollout.state, keep)
+        state = rollout.state
+        with torch.no_grad():
+            for t in range(6):
+                step_logits, step_value, state = model(rollout.obs[t], state)
+                torch.testing.assert_close(logits[t], step_logits)
+                torch.testing.assert_close(values[t], step_value)
+                if t < 5:
+                    state = mask_state(state, rollout.valid[t])
+                if t == 4 and torso == "lstm":  # carried into the next rollout: the replayed one
+                    torch.testing.assert_close(collector.state, state)
+    assert finished["rollout/episode_return"]  # episodes ended, so states were reset mid-rollout
+    envs.close()
+
+
+def test_sample_actions_draws_from_the_softmax():
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    actions = sample_actions(probs.log().repeat(50_000, 1)).view(50_000, 2)
+    for row in range(2):
+        freq = torch.bincount(actions[:, row], minlength=3) / 50_000
+        torch.testing.assert_close(freq, probs[row], atol=0.01, rtol=0)
 
 
 def test_a2c_with_lstm_runs(tmp_path):

@@ -78,7 +78,12 @@ class A2C:
             rollout, transitions = self.collector.collect(self.model, self.t_max, finished)
             with self.compute.autocast():
                 loss, metrics = actor_critic_loss(
-                    rollout, self.gamma, self.gae_lambda, self.value_coef, self.entropy_coef
+                    self.model,
+                    rollout,
+                    self.gamma,
+                    self.gae_lambda,
+                    self.value_coef,
+                    self.entropy_coef,
                 )
             if self.lr_anneal:
                 for group in self.optimizer.param_groups:

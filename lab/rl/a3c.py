@@ -329,6 +329,7 @@ def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop):
     main = mp.parent_process()  # the main process, also when a forkserver started us
     shared_params = list(shared.parameters())
     local_params = list(local.parameters())
+    clipped = local.clipped_parameters()
     while not stop.is_set():
         if not main.is_alive():
             return  # the main process is gone: leave no orphan behind
@@ -345,12 +346,13 @@ def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop):
         episodes = {"rollout/episode_return": [], "rollout/episode_length": []}
         rollout, transitions = collector.collect(local, k, episodes)
         loss, metrics = actor_critic_loss(
-            rollout, spec.gamma, spec.gae_lambda, spec.value_coef, spec.entropy_coef
+            local, rollout, spec.gamma, spec.gae_lambda, spec.value_coef, spec.entropy_coef
         )
-        local.zero_grad(set_to_none=True)
+        for local_p in local_params:
+            local_p.grad = None
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(local.clipped_parameters(), spec.max_grad_norm)
-        for local_p, shared_p in zip(local.parameters(), shared_params, strict=True):
+        grad_norm = torch.nn.utils.clip_grad_norm_(clipped, spec.max_grad_norm)
+        for local_p, shared_p in zip(local_params, shared_params, strict=True):
             shared_p.grad = local_p.grad
         if spec.lr_anneal:
             for group in optimizer.param_groups:

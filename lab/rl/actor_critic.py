@@ -45,7 +45,9 @@ class ActorCritic(nn.Module):
         return [*self.torso.parameters(), *self.policy.parameters()]
 
     def initial_state(self, batch: int) -> State:
-        return self.torso.initial_state(batch) if self.recurrent else None
+        if not self.recurrent:
+            return None
+        return self.torso.initial_state(batch, device=self.value.weight.device)
 
     def forward(self, obs: torch.Tensor, state: State = None):
         features, state = self._features(obs, state)
@@ -56,6 +58,22 @@ class ActorCritic(nn.Module):
         """The policy alone, for acting: half the cost of ``forward`` with a critic torso."""
         features, state = self._features(obs, state)
         return self.policy(features), state
+
+    def unroll(self, obs: torch.Tensor, state: State, keep: torch.Tensor):
+        """Logits and values of a (T, N, ...) observation sequence, in one batched pass.
+
+        A recurrent torso starts from ``state`` and zeroes it after step t where ``keep[t]``
+        is False (a new episode starts); a feed-forward one sees all T·N observations at once.
+        """
+        steps, n = obs.shape[:2]
+        flat = obs.flatten(0, 1)
+        if self.recurrent:
+            features = self.torso.unroll(obs, state, keep).flatten(0, 1)
+        else:
+            features = self.torso(flat)
+        value_features = features if self.value_torso is None else self.value_torso(flat)
+        logits = self.policy(features).view(steps, n, -1)
+        return logits, self.value(value_features).view(steps, n)
 
     def _features(self, obs: torch.Tensor, state: State):
         if self.recurrent:
@@ -71,28 +89,38 @@ def mask_state(state: State, keep: torch.Tensor) -> State:
     return state[0] * keep, state[1] * keep
 
 
-def detach_state(state: State) -> State:
-    return None if state is None else (state[0].detach(), state[1].detach())
+def sample_actions(logits: torch.Tensor) -> torch.Tensor:
+    """One draw from softmax(logits) per row, by the Gumbel-max trick.
+
+    argmax(logits + Gumbel noise) is an exact categorical sample, and -log E with E ~ Exp(1) is
+    Gumbel noise; it costs a third of ``torch.multinomial(softmax(logits))`` on small batches.
+    """
+    return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
 
 
 class Rollout(NamedTuple):
-    """A (T, N) rollout. ``valid`` is False on Gymnasium's next-step autoreset steps."""
+    """A (T, N) rollout; ``obs`` has T + 1 rows, the last one the bootstrap observation.
 
-    log_probs: torch.Tensor
-    entropies: torch.Tensor
-    values: torch.Tensor
+    ``valid`` is False on Gymnasium's next-step autoreset steps; ``state`` is the recurrent
+    state the rollout started from (None for feed-forward nets).
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
     rewards: torch.Tensor
     terminated: torch.Tensor
     cuts: torch.Tensor
     valid: torch.Tensor
-    bootstrap: torch.Tensor
+    state: State
 
 
 class RolloutCollector:
-    """Steps a vector env with an actor-critic, keeping the graph for the loss.
+    """Steps a vector env with an actor-critic's policy, without building a graph.
 
-    The recurrent state is carried across rollouts (detached at their boundary) and zeroed
-    when an env starts a new episode.
+    The loss runs the model once over the whole rollout (``ActorCritic.unroll``): the weights
+    do not change during a rollout, so that gives the same logits and values as acting did, at
+    a fraction of the cost of T small forward passes and their backward passes. The recurrent
+    state is carried across rollouts and zeroed when an env starts a new episode.
     """
 
     def __init__(self, envs: VectorEnv, seed: int, device: torch.device):
@@ -105,46 +133,44 @@ class RolloutCollector:
         self.state: State = None
         self.started = False
 
+    @torch.no_grad()
     def collect(self, model: ActorCritic, steps: int, finished: dict[str, list[float]]):
         """``steps`` vector steps; returns the rollout and the number of real transitions."""
         if not self.started:
             self.state, self.started = model.initial_state(self.num_envs), True
-        state = detach_state(self.state)
-        logits_, actions_, values_ = [], [], []
-        columns: dict[str, list] = {"rewards": [], "terminated": [], "cuts": [], "valid": []}
+        start, state = self.state, self.state
+        obs_, actions_ = [], []
+        columns: dict[str, list[np.ndarray]] = {
+            "rewards": [],
+            "terminated": [],
+            "cuts": [],
+            "valid": [],
+        }
         transitions = 0
         for _ in range(steps):
-            logits, value, state = model(torch.as_tensor(self.obs, device=self.device), state)
-            with torch.no_grad():  # sampling needs no graph; log-probs are taken below in one go
-                action = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+            obs_.append(torch.as_tensor(self.obs, device=self.device))
+            logits, state = model.policy_logits(obs_[-1], state)
+            action = sample_actions(logits)
+            actions_.append(action)
             obs, reward, terminated, truncated, _ = self.envs.step(action.cpu().numpy())
             valid = ~self.resetting
             cut = (terminated | truncated) & valid
-            logits_.append(logits)
-            actions_.append(action)
-            values_.append(value)
-            for key, item in (
-                ("rewards", reward * valid),
-                ("terminated", terminated & valid),
-                ("cuts", cut),
-                ("valid", valid),
-            ):
-                columns[key].append(torch.as_tensor(item, device=self.device))
+            columns["rewards"].append(reward * valid)
+            columns["terminated"].append(terminated & valid)
+            columns["cuts"].append(cut)
+            columns["valid"].append(valid)
             self._book_episodes(reward, valid, cut, finished)
             transitions += int(valid.sum())
-            # A step that only reset an env returned its new episode's first observation.
-            state = mask_state(state, torch.as_tensor(valid, device=self.device))
+            if state is not None:  # a step that only reset an env began its next episode
+                state = mask_state(state, torch.as_tensor(valid, device=self.device))
             self.resetting, self.obs = cut, obs
-        with torch.no_grad():
-            _, bootstrap, _ = model(torch.as_tensor(self.obs, device=self.device), state)
-        self.state = detach_state(state)
-        log_probs, entropies = policy_terms(torch.stack(logits_), torch.stack(actions_))
+        obs_.append(torch.as_tensor(self.obs, device=self.device))
+        self.state = state
         rollout = Rollout(
-            log_probs=log_probs,
-            entropies=entropies,
-            values=torch.stack(values_),
-            **{k: torch.stack(v) for k, v in columns.items()},
-            bootstrap=bootstrap,
+            obs=torch.stack(obs_),
+            actions=torch.stack(actions_),
+            **{k: torch.as_tensor(np.stack(v), device=self.device) for k, v in columns.items()},
+            state=start,
         )
         return rollout, transitions
 
@@ -166,6 +192,7 @@ def policy_terms(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Ten
 
 
 def actor_critic_loss(
+    model: ActorCritic,
     rollout: Rollout,
     gamma: float,
     gae_lambda: float | None,
@@ -174,13 +201,18 @@ def actor_critic_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Policy gradient with advantages, value regression and an entropy bonus (Mnih et al. 2016).
 
-    Advantages are n-step returns − V (the paper), or GAE(λ) when ``gae_lambda`` is set.
+    Advantages are n-step returns − V (the paper), or GAE(λ) when ``gae_lambda`` is set. The
+    model runs once over the rollout's T + 1 observations; the last row is the bootstrap V.
     """
     r = rollout
-    values = r.values.detach()
+    keep = torch.cat([r.valid, torch.ones_like(r.valid[:1])])
+    all_logits, all_values = model.unroll(r.obs, r.state, keep)
+    log_probs, entropies = policy_terms(all_logits[:-1].float(), r.actions)
+    values_graph = all_values[:-1].float()
     # V of the state after each step: the next step's value (for a truncation that is V of the
     # final observation, seen on the autoreset step), the bootstrap at the end, 0 if terminated.
-    next_values = torch.cat([values[1:], r.bootstrap[None]]) * (~r.terminated)
+    next_values = all_values[1:].detach().float() * (~r.terminated)
+    values = values_graph.detach()
     rewards = r.rewards.float()
     if gae_lambda is None:
         returns = nstep_returns(rewards, next_values, r.cuts, gamma)
@@ -190,9 +222,9 @@ def actor_critic_loss(
         returns = advantages + values
     mask = r.valid.float()
     count = mask.sum().clamp(min=1.0)
-    policy_loss = -(r.log_probs * advantages * mask).sum() / count
-    value_loss = 0.5 * ((returns - r.values) ** 2 * mask).sum() / count
-    entropy = (r.entropies * mask).sum() / count
+    policy_loss = -(log_probs * advantages * mask).sum() / count
+    value_loss = 0.5 * ((returns - values_graph) ** 2 * mask).sum() / count
+    entropy = (entropies * mask).sum() / count
     loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     metrics = {
         "train/policy_loss": policy_loss.detach(),
