@@ -263,20 +263,47 @@ def test_torso_sharing_follows_the_observations():
     assert build_actor_critic(mlp, vector, actions, "a2c", "x", True).value_torso is None
 
 
-def test_a3c_notices_a_dead_worker_while_the_others_keep_reporting():
+def _a3c(*overrides: str):
     from lab.compute import Compute
-    from lab.rl.a3c import A3C, WorkerFailed
+    from lab.rl.a3c import A3C
     from tests.conftest import compose_config
 
-    cfg = compose_config("agent=a3c", "agent.workers=2")
+    cfg = compose_config("agent=a3c", *overrides)
     hyperparameters = {k: v for k, v in cfg.agent.items() if k != "_target_"}
-    agent = A3C(
+    return A3C(
         env_cfg=cfg.env,
         net_cfg=cfg.net,
         compute=Compute(torch.device("cpu")),
         seed=0,
         **hyperparameters,
     )
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_idle_a3c_workers_sleep_and_wake_when_granted_steps():
+    agent = _a3c("agent.workers=2")
+    try:
+        updates = agent.learn(1000)["counter/updates"]
+        pids = [p.pid for p in agent.processes]
+        before = [_cpu_seconds(pid) for pid in pids]
+        time.sleep(2.0)  # the main process would evaluate here: the workers should not compete
+        used = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+        assert max(used) < 0.05, used
+        started = time.monotonic()
+        assert agent.learn(1000)["counter/updates"] > updates
+        assert time.monotonic() - started < 1.0  # and they answer the next grant
+    finally:
+        agent.close()
+
+
+def test_a3c_notices_a_dead_worker_while_the_others_keep_reporting():
+    from lab.rl.a3c import WorkerFailed
+
+    agent = _a3c("agent.workers=2")
     try:
         agent.learn(10)  # starts the workers; afterwards both are idle, holding no credits
         workers = list(agent.processes)

@@ -38,6 +38,7 @@ from lab.rl.env import make_env, make_vec_env
 
 log = logging.getLogger("lab")
 POLL_SECONDS = 0.2  # how often the main process looks at its workers while it waits
+IDLE_SECONDS = 0.1  # how long an idle worker sleeps before it looks at `stop` and the main process
 
 
 class WorkerFailed(RuntimeError):
@@ -172,6 +173,9 @@ class A3C:
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload(["lab.rl.a3c"])  # imported once, not once per worker
         self.credits = ctx.Value("q", 0)  # env steps the workers may still take
+        # Wakes idle workers. A semaphore, because a Condition's (or Event's) notify waits
+        # for every sleeper to wake, and hangs for good if one of them was killed.
+        self.wake = ctx.Semaphore(0)
         self.taken = ctx.Value("q", self.step)  # env steps taken so far: the schedules' clock
         self.reports = ctx.Queue()
         self.stop = ctx.Event()
@@ -186,6 +190,7 @@ class A3C:
                     self.model,
                     self.optimizer,
                     self.credits,
+                    self.wake,
                     self.taken,
                     self.reports,
                     self.stop,
@@ -219,8 +224,7 @@ class A3C:
         once the reported steps cover the budget, which is when every grant has been reported.
         """
         budget = max(budget, 1)
-        with self.credits.get_lock():  # the workers are idle here: nothing is in flight
-            self.credits.value = budget
+        self._grant(budget)
         finished = {"rollout/episode_return": [], "rollout/episode_length": []}
         sums: dict[str, float] = {}
         n = 0
@@ -249,6 +253,23 @@ class A3C:
         out: dict = {k: v / n for k, v in sums.items()} | finished
         out["counter/updates"] = self.updates
         return out
+
+    def _grant(self, budget: int) -> None:
+        """Set the credits and wake the idle workers (nothing is in flight between calls).
+
+        The lock is taken with a timeout: a worker killed while it held the lock would
+        otherwise block the main process for good instead of failing the run. One token per
+        worker wakes every sleeper; a token left over only makes a busy worker look once more.
+        """
+        lock = self.credits.get_lock()
+        while not lock.acquire(timeout=POLL_SECONDS):
+            self._check_workers()
+        try:
+            self.credits.value = budget
+        finally:
+            lock.release()
+        for _ in self.processes:
+            self.wake.release()
 
     # Acting, checkpoints ---------------------------------------------------------------
 
@@ -282,17 +303,19 @@ class A3C:
             self.taken.value = self.step
 
     def close(self) -> None:
-        """Stop every worker: ask, wait briefly, then terminate and kill what is left."""
+        """Stop every worker: ask, wait briefly, then kill what is left.
+
+        A healthy worker stops within one rollout or one idle wait. One that does not is stuck,
+        typically on a queue or lock that a killed worker held; workers ignore SIGTERM (the
+        main process handles signals), so it is killed outright.
+        """
         if not self.processes:
             return
         self.stop.set()
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + 2.0
         for process in self.processes:
             process.join(timeout=max(deadline - time.monotonic(), 0.1))
         for process in self.processes:
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=1.0)
             if process.is_alive():
                 process.kill()
                 process.join()
@@ -300,19 +323,21 @@ class A3C:
         self.processes = []
 
 
-def worker_main(wid, spec: WorkerSpec, shared, optimizer, credits, taken, reports, stop) -> None:
+def worker_main(
+    wid, spec: WorkerSpec, shared, optimizer, credits, wake, taken, reports, stop
+) -> None:
     """One actor-learner. Signals go to the main process, which stops the workers itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     try:
-        _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop)
+        _worker_loop(wid, spec, shared, optimizer, credits, wake, taken, reports, stop)
     except BaseException:
         reports.put(("error", wid, traceback.format_exc(limit=-3).strip().splitlines()[-1]))
         raise SystemExit(1) from None
 
 
-def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop):
+def _worker_loop(wid, spec, shared, optimizer, credits, wake, taken, reports, stop):
     worker_seed = spec.seed + 1000 * (wid + 1)
     seed_everything(worker_seed)
     envs = make_vec_env(spec.env_cfg, spec.envs_per_worker)
@@ -338,8 +363,8 @@ def _worker_loop(wid, spec, shared, optimizer, credits, taken, reports, stop):
             credits.value -= k * width
             taken.value += k * width
             progress = taken.value / spec.total_steps
-        if k == 0:
-            time.sleep(0.0005)
+        if k == 0:  # idle: the main process evaluates, checkpoints, or the run is over
+            wake.acquire(timeout=IDLE_SECONDS)
             continue
         with torch.no_grad():  # pull the shared weights (our nets have parameters, no buffers)
             torch._foreach_copy_(local_params, shared_params)
