@@ -106,11 +106,14 @@ def test_presets_compose():
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         bench = compose("config", ["experiment=bench_cartpole"], return_hydra_config=True)
+        a3c = compose("config", ["experiment=bench_a3c"], return_hydra_config=True)
         gan = compose("config", ["hparams_search=dcgan_digits"], return_hydra_config=True)
         slurm = compose("config", ["hydra/launcher=slurm"], return_hydra_config=True)
         ray = compose("config", ["hydra/launcher=ray"], return_hydra_config=True)
     assert bench.hydra.sweeper.params == {"agent": "dqn,sb3_dqn", "seed": "0,1,2,3,4"}
     assert bench.stop_on_threshold and str(bench.hydra.mode) == "RunMode.MULTIRUN"
+    assert a3c.hydra.sweeper.params == {"agent": "a3c,sb3_a2c", "seed": "0,1,2,3,4"}
+    assert a3c.stop_on_threshold and a3c.env.id == "CartPole-v1" and a3c.logger.kind == "none"
     assert gan.model.name == "dcgan" and gan.optimized_metric == "eval/fid"
     assert gan.hydra.sweeper.direction == "minimize"
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
