@@ -31,17 +31,21 @@ def lab(
     run_dir: Path, *overrides: str, timeout: float = 300, **popen
 ) -> subprocess.CompletedProcess:
     """``python -m lab`` into ``run_dir`` with W&B off unless an override turns it on."""
-    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "lab", f"hydra.run.dir={run_dir}", *overrides]
+    cmd, env = _cli(f"hydra.run.dir={run_dir}", *overrides)
     return subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **popen
     )
 
 
+def _cli(*args: str) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a ``python -m lab`` test run (W&B off, unbuffered)."""
+    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return [sys.executable, "-m", "lab", *args], env
+
+
 def lab_sweep(sweep_dir: Path, *overrides: str, timeout: float = 600):
     """``python -m lab -m`` into ``sweep_dir``, W&B off."""
-    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "lab", "-m", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    cmd, env = _cli("-m", f"hydra.sweep.dir={sweep_dir}", *overrides)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -50,8 +54,7 @@ _BACKGROUND: list[subprocess.Popen] = []
 
 def lab_background(run_dir: Path, *overrides: str) -> subprocess.Popen:
     """A run in its own session; whatever is left of it is killed when the test ends."""
-    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "lab", f"hydra.run.dir={run_dir}", *overrides]
+    cmd, env = _cli(f"hydra.run.dir={run_dir}", *overrides)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,

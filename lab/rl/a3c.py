@@ -91,8 +91,8 @@ def default_envs_per_worker(obs_space) -> int:
     """16 for vector observations, 1 (the paper) for images.
 
     On a cheap env such as CartPole a worker's time goes to the forward and backward passes,
-    which cost about the same for 16 observations as for one: 16 envs per worker took 2
-    workers on 2 cores from 2,850 to 37,900 env steps/s (README, Benchmarks). An image net's
+    which cost about the same for 16 observations as for one: 16 envs per worker give 2
+    workers on 2 cores 13x the env steps/s of one env each (README, Benchmarks). An image net's
     cost grows with the batch, and 16 workers x 16 Atari envs would hold 256 emulators.
     """
     return 1 if len(obs_space.shape) == 3 else 16
@@ -116,7 +116,7 @@ class A3C:
         envs_per_worker: int | None = None,
         start_method: str | None = None,
         t_max: int = 5,
-        lr: float = 7e-4,
+        lr: float = 1e-3,
         gamma: float = 0.99,
         gae_lambda: float | None = None,
         value_coef: float = 0.5,
