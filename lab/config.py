@@ -1,13 +1,21 @@
 """Checks on the composed config that Hydra cannot make, each a one-line ConfigError."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from lab.errors import ConfigError
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the shipped Hydra configs
+
 
 def validate(cfg: DictConfig) -> None:
+    """Every check that spans config groups, once, before anything is built.
+
+    A key that only one object reads is checked by that object when it is built (a net's
+    sizes, an agent's γ); what depends on the combination of groups is checked here.
+    """
     agent, model = cfg.get("agent"), cfg.get("model")
     if agent is not None and model is not None:
         raise ConfigError(
@@ -15,8 +23,10 @@ def validate(cfg: DictConfig) -> None:
         )
     if agent is None and model is None:
         raise ConfigError("nothing to train: set agent=<name> (e.g. agent=dqn) or model=<name>")
-    if agent is not None and cfg.get("env") is None:
-        raise ConfigError("agent is set but env is not: add env=<name>, e.g. env=cartpole")
+    if agent is not None:
+        _validate_rl(cfg)
+    else:
+        _validate_generative(cfg)
     for key, value in _learning_rates(cfg):
         if not value > 0:
             raise ConfigError(f"{key}={value}: a learning rate must be > 0")
@@ -26,6 +36,41 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value}: must be a positive integer")
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed}: must be a non-negative integer")
+
+
+def _validate_rl(cfg: DictConfig) -> None:
+    if cfg.get("env") is None:
+        raise ConfigError("agent is set but env is not: add env=<name>, e.g. env=cartpole")
+    if cfg.get("net") is None:
+        raise ConfigError("agent is set but net is not: add net=<name>, e.g. net=mlp")
+    if cfg.get("dataset") is not None:
+        raise ConfigError(
+            f"dataset={cfg.dataset.name} is for generative models, and agent={cfg.agent.name} "
+            "trains on env: drop dataset=, or choose model=<name> instead of agent="
+        )
+    _require_steps("agent", cfg.agent.total_steps)
+
+
+def _validate_generative(cfg: DictConfig) -> None:
+    name = cfg.model.name
+    if cfg.get("dataset") is None:
+        raise ConfigError(f"model={name} needs a dataset: add dataset=<name>, e.g. dataset=digits")
+    if cfg.get("env") is not None:
+        raise ConfigError(
+            f"model={name} trains on dataset={cfg.dataset.name}; env ({cfg.env.id}) is for RL "
+            "agents: drop env=, or choose agent=<name> instead of model="
+        )
+    if cfg.get("net") is not None:
+        raise ConfigError(
+            f"model={name} builds its own conv nets; net ({cfg.net._target_}) is for RL agents: "
+            "drop net= (model.width sizes the nets)"
+        )
+    _require_steps("model", cfg.model.total_steps)
+
+
+def _require_steps(group: str, steps) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"{group}.total_steps={steps}: must be a positive integer")
 
 
 def _learning_rates(cfg: DictConfig) -> Iterator[tuple[str, float]]:

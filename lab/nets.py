@@ -10,7 +10,15 @@ from lab.errors import ConfigError
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
 
-class MLP(nn.Module):
+class Torso(nn.Module):
+    """Observations -> ``out_dim`` features. A recurrent torso also takes and returns a state
+    (``forward(obs, state)``) and has ``initial_state`` and ``unroll`` (see ``LSTM``)."""
+
+    out_dim: int
+    recurrent = False
+
+
+class MLP(Torso):
     """Fully connected torso over flat (or flattened) observations."""
 
     def __init__(
@@ -36,7 +44,7 @@ class MLP(nn.Module):
         return self.body(obs.float())
 
 
-class NatureCNN(nn.Module):
+class NatureCNN(Torso):
     """The DQN Nature paper's convolutional torso (Mnih et al. 2015) over (C, H, W) images."""
 
     MIN_SIDE = 36  # three valid convolutions (8/4, 4/2, 3/1) need at least 36 pixels a side
@@ -68,7 +76,7 @@ class NatureCNN(nn.Module):
         return self.fc(self.convs(obs.float() / 255.0))
 
 
-class LSTM(nn.Module):
+class LSTM(Torso):
     """A recurrent core: an encoder (MLP, or the Nature CNN for images) then an LSTM cell.
 
     ``forward(obs, state)`` returns ``(features, state)``; zero the state at episode starts.

@@ -20,14 +20,15 @@ class MetricWindow:
     (``counter/<name>``) keep their last value and add ``perf/<name>_per_s``.
     """
 
-    def __init__(self, step_unit: str = "env_steps"):
+    def __init__(self, step_unit: str, headline_metric: str):
         self.step_rate_key = f"perf/{step_unit}_per_s"
+        self.headline_metric = headline_metric  # the task's own, for the progress bar
         self.values: dict[str, list[float]] = defaultdict(list)
         self.counters: dict[str, float] = {}
         self.start_counters: dict[str, float] = {}
         self.start_step: int | None = None
         self.start_time = 0.0
-        self.last_returns: float | None = None
+        self.headline: float | None = None
         self.rate = 0.0  # env steps/s over the current window, for the progress bar
 
     def seed_counters(self, counters: dict[str, float]) -> None:
@@ -45,9 +46,11 @@ class MetricWindow:
                 self.values[key].extend(value)
             else:
                 self.values[key].append(value)
-        returns = metrics.get("rollout/episode_return")
-        if returns:
-            self.last_returns = sum(returns) / len(returns)
+        value = metrics.get(self.headline_metric)
+        if isinstance(value, list):  # e.g. the returns of the episodes that just ended
+            value = sum(value) / len(value) if value else None
+        if value is not None:
+            self.headline = value
         self.rate = (step - self.start_step) / max(elapsed - self.start_time, 1e-9)
 
     def pending(self) -> bool:
@@ -69,8 +72,8 @@ class MetricWindow:
 
     def postfix(self) -> dict[str, str]:
         out = {"sps": f"{self.rate:.0f}"}
-        if self.last_returns is not None:
-            out["return"] = f"{self.last_returns:.1f}"
+        if self.headline is not None:
+            out[self.headline_metric.rsplit("/", 1)[-1]] = f"{self.headline:.4g}"
         return out
 
 
@@ -97,9 +100,9 @@ class ProgressBar:
             self.bar.set_postfix(postfix | self.extra, refresh=False)
             self.last_refresh = now
 
-    def set_eval(self, metrics: dict[str, float]) -> None:
-        key = next(iter(metrics))
-        self.extra = {"eval": f"{metrics[key]:.4g}"}
+    def set_eval(self, value: float) -> None:
+        """The latest value of the task's threshold metric (eval return, FID)."""
+        self.extra = {"eval": f"{value:.4g}"}
 
     def close(self) -> None:
         self.bar.close()

@@ -1,8 +1,6 @@
 """The one runner: device, seeding, the loop, evaluation, checkpoints, signals and the summary.
 
-It knows nothing of DQN or VAEs. A task exposes ``family``, ``algo``, ``name``, ``step``,
-``total_steps``, ``threshold``/``threshold_metric``, ``train_step(budget)``,
-``evaluate(media_dir)``, ``counters()``, ``state_dict()``/``load_state_dict()`` and ``close()``.
+It knows nothing of DQN or VAEs: it drives a ``lab.task.Task`` and calls nothing else.
 """
 
 import dataclasses
@@ -30,6 +28,7 @@ from lab.errors import ConfigError
 from lab.loggers import Logger, MetricsFile
 from lab.progress import MetricWindow, ProgressBar
 from lab.summary import Summary, print_summary, write_summary
+from lab.task import Task
 
 log = logging.getLogger("lab")
 
@@ -73,7 +72,7 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
-def build_task(cfg: DictConfig, compute: Compute):
+def build_task(cfg: DictConfig, compute: Compute) -> Task:
     """A generative task when ``model`` is set, else an RL task (``validate`` ruled out both)."""
     if cfg.get("model") is not None:
         from lab.gen.task import GenTask
@@ -125,13 +124,14 @@ def run(cfg: DictConfig, run_dir: Path) -> Summary:
 class Loop:
     """Training loop state that the helpers below share."""
 
-    def __init__(self, cfg, run_dir: Path, task, state: RunState, logger: Logger, compute: Compute):
+    def __init__(
+        self, cfg, run_dir: Path, task: Task, state: RunState, logger: Logger, compute: Compute
+    ):
         self.cfg, self.run_dir, self.task, self.state = cfg, run_dir, task, state
         self.logger, self.compute = logger, compute
-        self.window = MetricWindow(getattr(task, "step_unit", "env_steps"))
+        self.window = MetricWindow(task.step_unit, task.headline_metric)
         self.window.seed_counters(task.counters())
         self.started = time.perf_counter() - state.elapsed
-        self.higher_is_better = getattr(task, "higher_is_better", True)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -188,13 +188,13 @@ class Loop:
         self.logger.log(metrics, task.step, elapsed)
         self.logger.log_media(media, task.step)
         state.last_eval = {"step": task.step, **metrics}
-        bar.set_eval(metrics)
+        bar.set_eval(metrics[task.threshold_metric])
         log.info("step %d  %s", task.step, "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         key = task.threshold_metric
         if self.is_better(metrics[key], state.best.get(key)):
             state.best = dict(metrics)
             checkpoint.save_atomic(
-                self.checkpoint_state(include_buffer=False),
+                self.checkpoint_state(resumable=False),
                 self.run_dir / "checkpoints" / "best.pt",
             )
         if (
@@ -212,19 +212,19 @@ class Loop:
             return True
         if inclusive and value == reference:
             return True
-        return value > reference if self.higher_is_better else value < reference
+        return value > reference if self.task.higher_is_better else value < reference
 
-    def checkpoint_state(self, include_buffer: bool) -> dict:
+    def checkpoint_state(self, resumable: bool) -> dict:
         self.state.elapsed = self.elapsed()
         return {
-            "task": self.task.state_dict(include_buffer=include_buffer),
+            "task": self.task.state_dict(resumable=resumable),
             "runner": dataclasses.asdict(self.state),
             "rng": rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
 
     def save(self) -> None:
-        state = self.checkpoint_state(include_buffer=self.cfg.checkpoint.replay_buffer)
+        state = self.checkpoint_state(resumable=True)
         checkpoint.save_atomic(state, self.run_dir / "checkpoints" / "last.pt")
 
     def finish(self, status: str, error: str | None, exit_code: int) -> None:

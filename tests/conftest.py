@@ -13,8 +13,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from lab.config import CONF_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
 
 # A budget small enough for a smoke run of DQN on CartPole (a few seconds).
 TINY_DQN = [

@@ -72,7 +72,7 @@ def _workers(pid: int) -> list[int]:
 
 def test_lstm_state_is_zero_when_a_new_episode_starts():
     cfg = OmegaConf.create({"id": "CartPole-v1", "kwargs": {}})
-    envs = make_vec_env(cfg, 2)
+    envs = make_vec_env(cfg, 2, train=True)
     from lab.nets import LSTM
 
     model = ActorCritic(LSTM((4,), hidden_size=8, encoder_sizes=(8,)), 2)
@@ -101,7 +101,7 @@ def test_the_loss_replays_exactly_what_acting_saw(torso):
     from lab.nets import LSTM, MLP
 
     torch.manual_seed(0)
-    envs = make_vec_env(OmegaConf.create({"id": "CartPole-v1", "kwargs": {}}), 3)
+    envs = make_vec_env(OmegaConf.create({"id": "CartPole-v1", "kwargs": {}}), 3, train=True)
     if torso == "lstm":
         model = ActorCritic(LSTM((4,), hidden_size=8, encoder_sizes=(8,)), 2)
     else:
@@ -265,18 +265,11 @@ def test_torso_sharing_follows_the_observations():
 
 def _a3c(*overrides: str):
     from lab.compute import Compute
-    from lab.rl.a3c import A3C
+    from lab.rl.task import build_agent
     from tests.conftest import compose_config
 
     cfg = compose_config("agent=a3c", *overrides)
-    hyperparameters = {k: v for k, v in cfg.agent.items() if k != "_target_"}
-    return A3C(
-        env_cfg=cfg.env,
-        net_cfg=cfg.net,
-        compute=Compute(torch.device("cpu")),
-        seed=0,
-        **hyperparameters,
-    )
+    return build_agent(cfg, Compute(torch.device("cpu")))
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -40,7 +40,7 @@ def test_agent_options_build_and_learn_a_step(agent):
         metrics = task.train_step(32)
         assert task.step >= 28  # about 32 (autoreset steps are not transitions; SB3 rounds up)
         assert isinstance(metrics, dict)
-        action = task.agent.act(task.evaluator.envs.reset(seed=0)[0])
+        action = task.agent.policy()(task.evaluator.envs.reset(seed=0)[0])
         assert action.shape == (1,)
     finally:
         task.close()

@@ -13,8 +13,8 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
-from lab.cli import CONF_DIR
 from lab.compute import Compute, resolve_device, set_threads
+from lab.config import CONF_DIR
 
 
 def main(argv: list[str]) -> None:

@@ -2,38 +2,24 @@
 returns on one learner stepping a Gymnasium vector env. Hyperparameters: conf/agent/a2c.yaml.
 """
 
-from omegaconf import DictConfig
-
-from lab.compute import Compute
-from lab.config import instantiate, require_positive
-from lab.errors import ConfigError
+from lab.config import instantiate
 from lab.rl.actor_critic import (
     RolloutCollector,
     actor_critic_loss,
+    annealed_lr,
     build_actor_critic,
+    check_actor_critic,
     greedy_policy,
 )
+from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_vec_env
-
-
-def check_actor_critic(gae_lambda: float | None, **positive: float) -> None:
-    """Checks A2C and A3C share: positive sizes and rates, λ in [0, 1] or null."""
-    require_positive(**positive)
-    lam = gae_lambda
-    if lam is not None and not 0 <= lam <= 1:
-        raise ConfigError(f"agent.gae_lambda={lam}: must be in [0, 1], or null for n-step returns")
 
 
 class A2C:
     def __init__(
         self,
-        env_cfg: DictConfig,
-        net_cfg: DictConfig,
-        compute: Compute,
-        seed: int,
-        optimizer: DictConfig,
-        name: str = "a2c",
-        total_steps: int = 200_000,
+        ctx: AgentContext,
+        optimizer,
         num_envs: int = 8,
         t_max: int = 5,
         lr: float = 7e-4,
@@ -45,32 +31,29 @@ class A2C:
         lr_anneal: bool = False,
         shared_torso: bool | None = None,
     ):
-        check_actor_critic(lr=lr, t_max=t_max, num_envs=num_envs, gae_lambda=gae_lambda)
-        self.compute, self.device = compute, compute.device
-        self.envs = make_vec_env(env_cfg, num_envs)
+        check_actor_critic(t_max=t_max, num_envs=num_envs, gae_lambda=gae_lambda)
+        self.compute, self.device = ctx.compute, ctx.device
+        self.envs = make_vec_env(ctx.env, num_envs, train=True)
         self.model = build_actor_critic(
-            net_cfg,
+            ctx.net,
             self.envs.single_observation_space,
             self.envs.single_action_space,
-            name,
-            env_cfg.id,
+            ctx.name,
+            ctx.env.id,
             shared_torso,
         )
         self.model.to(self.device)
         self.optimizer = instantiate(optimizer)(self.model.parameters())
-        self.collector = RolloutCollector(self.envs, seed, self.device)
+        self.collector = RolloutCollector(self.envs, ctx.seed, self.device)
         self.t_max, self.gamma, self.gae_lambda = t_max, gamma, gae_lambda
         self.value_coef, self.entropy_coef = value_coef, entropy_coef
         self.max_grad_norm, self.lr, self.lr_anneal = max_grad_norm, lr, lr_anneal
-        self.total_steps = total_steps
+        self.total_steps = ctx.total_steps
         self.step = 0
         self.updates = 0
 
     def learn(self, budget: int) -> dict:
-        finished: dict[str, list[float]] = {
-            "rollout/episode_return": [],
-            "rollout/episode_length": [],
-        }
+        finished = episode_lists()
         sums: dict[str, float] = {}
         n = 0
         end = self.step + max(budget, 1)
@@ -85,9 +68,9 @@ class A2C:
                     self.value_coef,
                     self.entropy_coef,
                 )
-            if self.lr_anneal:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self.lr * max(1.0 - self.step / self.total_steps, 0.0)
+            lr = annealed_lr(self.lr, self.lr_anneal, self.step, self.total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             metrics["train/grad_norm"] = self.compute.backward_step(
                 loss, self.optimizer, self.max_grad_norm, clip=self.model.clipped_parameters()
             )
@@ -101,13 +84,10 @@ class A2C:
         out["train/lr"] = self.optimizer.param_groups[0]["lr"]
         return out
 
-    def act(self, obs):
-        return greedy_policy(self.model, self.device)(obs)
-
-    def eval_policy(self):
+    def policy(self) -> Policy:
         return greedy_policy(self.model, self.device)
 
-    def state_dict(self, include_buffer: bool = True) -> dict:
+    def state_dict(self, resumable: bool) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

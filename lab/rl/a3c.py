@@ -23,17 +23,19 @@ import torch
 import torch.multiprocessing as mp
 from omegaconf import DictConfig
 
-from lab.compute import Compute, seed_everything
+from lab.compute import seed_everything
 from lab.config import instantiate
 from lab.errors import ConfigError
-from lab.rl.a2c import check_actor_critic
 from lab.rl.actor_critic import (
     RolloutCollector,
     actor_critic_loss,
+    annealed_lr,
     build_actor_critic,
+    check_actor_critic,
     greedy_policy,
     share_optimizer_state,
 )
+from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_env, make_vec_env
 
 log = logging.getLogger("lab")
@@ -105,13 +107,8 @@ def available_cores() -> int:
 class A3C:
     def __init__(
         self,
-        env_cfg: DictConfig,
-        net_cfg: DictConfig,
-        compute: Compute,
-        seed: int,
+        ctx: AgentContext,
         optimizer: DictConfig,
-        name: str = "a3c",
-        total_steps: int = 200_000,
         workers: int | None = None,
         envs_per_worker: int | None = None,
         start_method: str | None = None,
@@ -128,24 +125,22 @@ class A3C:
         workers = available_cores() if workers is None else workers
         if workers < 1:
             raise ConfigError(f"agent.workers={workers}: must be >= 1 (null = all cores)")
-        probe = make_env(env_cfg)
+        probe = make_env(ctx.env)
         if envs_per_worker is None:
             envs_per_worker = default_envs_per_worker(probe.observation_space)
-        check_actor_critic(
-            lr=lr, t_max=t_max, envs_per_worker=envs_per_worker, gae_lambda=gae_lambda
-        )
+        check_actor_critic(t_max=t_max, envs_per_worker=envs_per_worker, gae_lambda=gae_lambda)
         self.start_method = choose_start_method(start_method)
         self.model = build_actor_critic(
-            net_cfg, probe.observation_space, probe.action_space, name, env_cfg.id, shared_torso
+            ctx.net, probe.observation_space, probe.action_space, ctx.name, ctx.env.id, shared_torso
         )
         probe.close()
         self.model.share_memory()
         self.optimizer = instantiate(optimizer)(self.model.parameters())
         self.spec = WorkerSpec(
-            env_cfg,
-            net_cfg,
-            name,
-            seed,
+            ctx.env,
+            ctx.net,
+            ctx.name,
+            ctx.seed,
             t_max,
             gamma,
             gae_lambda,
@@ -154,7 +149,7 @@ class A3C:
             max_grad_norm,
             lr,
             lr_anneal,
-            total_steps,
+            ctx.total_steps,
             shared_torso,
             envs_per_worker,
         )
@@ -225,7 +220,7 @@ class A3C:
         """
         budget = max(budget, 1)
         self._grant(budget)
-        finished = {"rollout/episode_return": [], "rollout/episode_length": []}
+        finished = episode_lists()
         sums: dict[str, float] = {}
         n = 0
         outstanding = budget
@@ -273,14 +268,11 @@ class A3C:
 
     # Acting, checkpoints ---------------------------------------------------------------
 
-    def act(self, obs):
-        return greedy_policy(self.model, self.device)(obs)
-
-    def eval_policy(self):
+    def policy(self) -> Policy:
         """Greedy, on a snapshot of the shared weights."""
         return greedy_policy(copy.deepcopy(self.model), self.device)
 
-    def state_dict(self, include_buffer: bool = True) -> dict:
+    def state_dict(self, resumable: bool) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -340,7 +332,7 @@ def worker_main(
 def _worker_loop(wid, spec, shared, optimizer, credits, wake, taken, reports, stop):
     worker_seed = spec.seed + 1000 * (wid + 1)
     seed_everything(worker_seed)
-    envs = make_vec_env(spec.env_cfg, spec.envs_per_worker)
+    envs = make_vec_env(spec.env_cfg, spec.envs_per_worker, train=True)
     local = build_actor_critic(
         spec.net_cfg,
         envs.single_observation_space,
@@ -362,13 +354,13 @@ def _worker_loop(wid, spec, shared, optimizer, credits, wake, taken, reports, st
             k = min(spec.t_max, -(-credits.value // width)) if credits.value > 0 else 0
             credits.value -= k * width
             taken.value += k * width
-            progress = taken.value / spec.total_steps
+            taken_now = taken.value
         if k == 0:  # idle: the main process evaluates, checkpoints, or the run is over
             wake.acquire(timeout=IDLE_SECONDS)
             continue
         with torch.no_grad():  # pull the shared weights (our nets have parameters, no buffers)
             torch._foreach_copy_(local_params, shared_params)
-        episodes = {"rollout/episode_return": [], "rollout/episode_length": []}
+        episodes = episode_lists()
         rollout, transitions = collector.collect(local, k, episodes)
         loss, metrics = actor_critic_loss(
             local, rollout, spec.gamma, spec.gae_lambda, spec.value_coef, spec.entropy_coef
@@ -379,9 +371,8 @@ def _worker_loop(wid, spec, shared, optimizer, credits, wake, taken, reports, st
         grad_norm = torch.nn.utils.clip_grad_norm_(clipped, spec.max_grad_norm)
         for local_p, shared_p in zip(local_params, shared_params, strict=True):
             shared_p.grad = local_p.grad
-        if spec.lr_anneal:
-            for group in optimizer.param_groups:
-                group["lr"] = spec.lr * max(1.0 - progress, 0.0)
+        for group in optimizer.param_groups:
+            group["lr"] = annealed_lr(spec.lr, spec.lr_anneal, taken_now, spec.total_steps)
         optimizer.step()
         metrics["train/grad_norm"] = grad_norm
         reports.put(

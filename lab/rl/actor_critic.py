@@ -4,7 +4,6 @@ One implementation of the maths for both: A3C's workers and A2C's single learner
 same ``RolloutCollector.collect`` and ``actor_critic_loss``.
 """
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -12,8 +11,12 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
+from lab.config import instantiate, require_positive
 from lab.errors import ConfigError
-from lab.rl.returns import gae, nstep_returns
+from lab.nets import Torso
+from lab.rl.agent import EpisodeLists, Policy, book_episodes
+from lab.rl.env import require_discrete
+from lab.rl.returns import gae, linear_schedule, nstep_returns
 
 State = tuple[torch.Tensor, torch.Tensor] | None
 
@@ -21,10 +24,10 @@ State = tuple[torch.Tensor, torch.Tensor] | None
 class ActorCritic(nn.Module):
     """A torso from the ``net`` group (feed-forward or recurrent) with policy and value heads."""
 
-    def __init__(self, torso: nn.Module, n_actions: int, value_torso: nn.Module | None = None):
+    def __init__(self, torso: Torso, n_actions: int, value_torso: Torso | None = None):
         super().__init__()
         self.torso = torso
-        self.recurrent = bool(getattr(torso, "recurrent", False))
+        self.recurrent = torso.recurrent
         # A separate value torso keeps large value errors from wrecking the policy's features.
         self.value_torso = value_torso
         self.policy = nn.Linear(torso.out_dim, n_actions)
@@ -128,13 +131,11 @@ class RolloutCollector:
         self.num_envs = envs.num_envs
         self.obs, _ = envs.reset(seed=seed)
         self.resetting = np.zeros(self.num_envs, dtype=bool)
-        self.ep_return = np.zeros(self.num_envs)
-        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self.state: State = None
         self.started = False
 
     @torch.no_grad()
-    def collect(self, model: ActorCritic, steps: int, finished: dict[str, list[float]]):
+    def collect(self, model: ActorCritic, steps: int, finished: EpisodeLists):
         """``steps`` vector steps; returns the rollout and the number of real transitions."""
         if not self.started:
             self.state, self.started = model.initial_state(self.num_envs), True
@@ -152,14 +153,14 @@ class RolloutCollector:
             logits, state = model.policy_logits(obs_[-1], state)
             action = sample_actions(logits)
             actions_.append(action)
-            obs, reward, terminated, truncated, _ = self.envs.step(action.cpu().numpy())
+            obs, reward, terminated, truncated, infos = self.envs.step(action.cpu().numpy())
             valid = ~self.resetting
             cut = (terminated | truncated) & valid
             columns["rewards"].append(reward * valid)
             columns["terminated"].append(terminated & valid)
             columns["cuts"].append(cut)
             columns["valid"].append(valid)
-            self._book_episodes(reward, valid, cut, finished)
+            book_episodes(infos, finished)
             transitions += int(valid.sum())
             if state is not None:  # a step that only reset an env began its next episode
                 state = mask_state(state, torch.as_tensor(valid, device=self.device))
@@ -173,14 +174,6 @@ class RolloutCollector:
             state=start,
         )
         return rollout, transitions
-
-    def _book_episodes(self, reward, valid, cut, finished) -> None:
-        self.ep_return += reward * valid
-        self.ep_length += valid
-        for e in np.flatnonzero(cut):
-            finished["rollout/episode_return"].append(float(self.ep_return[e]))
-            finished["rollout/episode_length"].append(float(self.ep_length[e]))
-        self.ep_return[cut], self.ep_length[cut] = 0.0, 0
 
 
 def policy_terms(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,7 +227,7 @@ def actor_critic_loss(
     return loss, metrics
 
 
-def greedy_policy(model: ActorCritic, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+def greedy_policy(model: ActorCritic, device: torch.device) -> Policy:
     """A deterministic (argmax) policy with its own recurrent state, for one evaluation."""
     state: list[State] = [None]
 
@@ -279,15 +272,24 @@ def build_actor_critic(
     Atari agents; a second CNN would double the cost), small MLPs get a critic of their own.
     Recurrent cores always share.
     """
-    from lab.config import instantiate
-    from lab.rl.env import require_discrete
-
     n_actions = require_discrete(action_space, name, env_id)
     torso = instantiate(net_cfg, obs_shape=obs_space.shape)
-    recurrent = getattr(torso, "recurrent", False)
     if shared_torso is None:
-        shared_torso = recurrent or len(obs_space.shape) == 3
+        shared_torso = torso.recurrent or len(obs_space.shape) == 3
     value_torso = None
-    if not shared_torso and not recurrent:
+    if not shared_torso and not torso.recurrent:
         value_torso = instantiate(net_cfg, obs_shape=obs_space.shape)
     return ActorCritic(torso, n_actions, value_torso)
+
+
+def check_actor_critic(gae_lambda: float | None, **positive: float) -> None:
+    """Checks A2C and A3C share: positive sizes, λ in [0, 1] or null."""
+    require_positive(**positive)
+    lam = gae_lambda
+    if lam is not None and not 0 <= lam <= 1:
+        raise ConfigError(f"agent.gae_lambda={lam}: must be in [0, 1], or null for n-step returns")
+
+
+def annealed_lr(lr: float, anneal: bool, step: int, total_steps: int) -> float:
+    """``lr``, or with ``anneal`` linearly from ``lr`` at step 0 to 0 at ``total_steps``."""
+    return linear_schedule(step, lr, 0.0, total_steps) if anneal else lr

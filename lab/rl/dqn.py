@@ -12,12 +12,11 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 
-from lab.compute import Compute
 from lab.config import instantiate, require_positive
 from lab.errors import ConfigError
+from lab.rl.agent import AgentContext, EpisodeLists, Policy, book_episodes, episode_lists
 from lab.rl.env import make_vec_env, require_discrete
 from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
 from lab.rl.returns import double_q_value, linear_schedule, td_target
@@ -47,13 +46,8 @@ class DQN:
 
     def __init__(
         self,
-        env_cfg: DictConfig,
-        net_cfg: DictConfig,
-        compute: Compute,
-        seed: int,
-        optimizer: DictConfig,
-        name: str = "dqn",
-        total_steps: int = 100_000,
+        ctx: AgentContext,
+        optimizer,
         num_envs: int = 4,
         lr: float = 1e-3,
         gamma: float = 0.98,
@@ -74,7 +68,6 @@ class DQN:
         eps_fraction: float = 0.2,
     ):
         check_hyperparameters(
-            lr=lr,
             gamma=gamma,
             n_step=n_step,
             batch_size=batch_size,
@@ -82,7 +75,7 @@ class DQN:
             target_tau=target_tau,
             buffer_size=buffer_size,
         )
-        self.compute, self.device = compute, compute.device
+        self.compute, self.device = ctx.compute, ctx.device
         self.gamma, self.n_step, self.batch_size = gamma, n_step, batch_size
         self.learning_starts, self.train_every, self.gradient_steps = (
             learning_starts,
@@ -92,36 +85,35 @@ class DQN:
         self.target_tau, self.target_interval = target_tau, target_interval
         self.double, self.huber_delta, self.max_grad_norm = double, huber_delta, max_grad_norm
         self.eps_start, self.eps_end = eps_start, eps_end
-        self.eps_steps = int(eps_fraction * total_steps)
-        self.reward_clip = env_cfg.get("train_reward_clip")
+        self.eps_steps = int(eps_fraction * ctx.total_steps)
 
-        self.envs = make_vec_env(env_cfg, num_envs)
+        self.envs = make_vec_env(ctx.env, num_envs, train=True)
         self.num_envs = num_envs
-        self.n_actions = require_discrete(self.envs.single_action_space, name, env_cfg.id)
+        self.n_actions = require_discrete(self.envs.single_action_space, ctx.name, ctx.env.id)
         obs_space = self.envs.single_observation_space
-        torso = instantiate(net_cfg, obs_shape=obs_space.shape)
-        if getattr(torso, "recurrent", False):
+        torso = instantiate(ctx.net, obs_shape=obs_space.shape)
+        if torso.recurrent:
             raise ConfigError(
-                f"net=lstm is recurrent; agent={name} needs a feed-forward net: "
+                f"net=lstm is recurrent; agent={ctx.name} needs a feed-forward net: "
                 "use net=mlp (or nature_cnn for images)"
             )
         self.q = QNetwork(torso, self.n_actions, dueling).to(self.device)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = instantiate(optimizer)(self.q.parameters())
-        self.buffer = ReplayBuffer(buffer_size, obs_space.shape, obs_space.dtype, seed)
+        self.buffer = ReplayBuffer(buffer_size, obs_space.shape, obs_space.dtype, ctx.seed)
         self.collector = NStepCollector(num_envs, n_step, gamma)
-        self.rng = np.random.default_rng(seed + 1)
+        self.rng = np.random.default_rng(ctx.seed + 1)
 
         self.step = 0  # env steps, summed over the vector env
         self.updates = 0
         self.vector_steps = 0
-        self._seed = seed
-        self._reset_envs(seed)
+        self._seed = ctx.seed
+        self._reset_envs(ctx.seed)
 
     # Acting -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
+    def _act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Greedy actions for a batch of observations, each random with probability ε."""
         q = self.q(torch.as_tensor(obs, device=self.device))
         actions = q.argmax(dim=1).cpu().numpy()
@@ -130,37 +122,34 @@ class DQN:
             actions[explore] = self.rng.integers(self.n_actions, size=int(explore.sum()))
         return actions
 
+    def policy(self) -> Policy:
+        """Greedy in the online Q-network, running it alone."""
+        q, device = self.q, self.device
+
+        @torch.inference_mode()
+        def act(obs: np.ndarray) -> np.ndarray:
+            return q(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+        return act
+
     def epsilon(self) -> float:
         return linear_schedule(self.step, self.eps_start, self.eps_end, self.eps_steps)
 
     def _reset_envs(self, seed: int) -> None:
         self.obs, _ = self.envs.reset(seed=seed)
         self.resetting = np.zeros(self.num_envs, dtype=bool)
-        self.ep_return = np.zeros(self.num_envs)
-        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self.collector.reset()
 
-    def _collect(self, finished: dict[str, list[float]]) -> None:
+    def _collect(self, finished: EpisodeLists) -> None:
         """One vector step: act, store the n-step transitions, book finished episodes."""
-        actions = self.act(self.obs, self.epsilon())
-        next_obs, reward, terminated, truncated, _ = self.envs.step(actions)
+        actions = self._act(self.obs, self.epsilon())
+        next_obs, reward, terminated, truncated, infos = self.envs.step(actions)
         valid = ~self.resetting  # next-step autoreset: this step only reset those sub-envs
-        stored = (
-            reward
-            if self.reward_clip is None
-            else np.clip(reward, -self.reward_clip, self.reward_clip)
-        )
-        out = self.collector.push(self.obs, actions, stored, next_obs, terminated, truncated, valid)
+        out = self.collector.push(self.obs, actions, reward, next_obs, terminated, truncated, valid)
         if out is not None:
             self.buffer.add(*out)
-        self.ep_return += reward * valid
-        self.ep_length += valid
-        done = (terminated | truncated) & valid
-        for e in np.flatnonzero(done):
-            finished["rollout/episode_return"].append(float(self.ep_return[e]))
-            finished["rollout/episode_length"].append(float(self.ep_length[e]))
-        self.ep_return[done], self.ep_length[done] = 0.0, 0
-        self.resetting = done
+        book_episodes(infos, finished)
+        self.resetting = (terminated | truncated) & valid
         self.obs = next_obs
         self.step += int(valid.sum())
         self.vector_steps += 1
@@ -198,10 +187,7 @@ class DQN:
 
     def learn(self, budget: int) -> dict[str, float | list[float]]:
         """Collect at least one vector step and up to ``budget`` env steps, updating as we go."""
-        finished: dict[str, list[float]] = {
-            "rollout/episode_return": [],
-            "rollout/episode_length": [],
-        }
+        finished = episode_lists()
         stats, n_updates = torch.zeros(3, device=self.device), 0
         end = self.step + max(budget, 1)
         while self.step < end:
@@ -220,7 +206,7 @@ class DQN:
 
     # Checkpointing ----------------------------------------------------------------------
 
-    def state_dict(self, include_buffer: bool = True) -> dict:
+    def state_dict(self, resumable: bool) -> dict:
         state = {
             "q": self.q.state_dict(),
             "q_target": self.q_target.state_dict(),
@@ -233,7 +219,7 @@ class DQN:
             },
             "rng": self.rng.bit_generator.state,
         }
-        if include_buffer:
+        if resumable:
             state["buffer"] = self.buffer.state_dict()
         return state
 
@@ -264,9 +250,7 @@ class DQN:
 
 def check_hyperparameters(**values: float) -> None:
     """Reject values no DQN can run with, naming the key."""
-    require_positive(
-        **{k: values[k] for k in ("lr", "n_step", "batch_size", "num_envs", "buffer_size")}
-    )
+    require_positive(**{k: values[k] for k in ("n_step", "batch_size", "num_envs", "buffer_size")})
     if not 0 <= values["gamma"] <= 1:
         raise ConfigError(f"agent.gamma={values['gamma']}: must be in [0, 1]")
     if not 0 < values["target_tau"] <= 1:

@@ -46,18 +46,39 @@ def make_env(cfg: DictConfig, render_mode: str | None = None) -> gym.Env:
     return env
 
 
-def make_vec_env(cfg: DictConfig, num_envs: int) -> VectorEnv:
-    """``num_envs`` copies; Gymnasium's native vector env when the id has one (CartPole: ~10x)."""
+def make_vec_env(cfg: DictConfig, num_envs: int, train: bool = False) -> VectorEnv:
+    """``num_envs`` copies; Gymnasium's native vector env when the id has one (CartPole: ~10x).
+
+    Training envs (``train``) record episode statistics (``lab.rl.agent.book_episodes`` reads
+    them) and then clip rewards to ``env.train_reward_clip`` when it is set, so every agent
+    learns from clipped rewards while the logged returns stay the game's own.
+    """
     spec = check_env_id(cfg.id)
     if spec.vector_entry_point is not None and not cfg.get("atari"):
-        return gym.make_vec(
+        envs = gym.make_vec(
             cfg.id,
             num_envs,
             vectorization_mode="vector_entry_point",
             **dict(cfg.get("kwargs") or {}),
         )
-    factories: list[Callable[[], gym.Env]] = [lambda: make_env(cfg) for _ in range(num_envs)]
-    return SyncVectorEnv(factories)
+    else:
+        factories: list[Callable[[], gym.Env]] = [lambda: make_env(cfg) for _ in range(num_envs)]
+        envs = SyncVectorEnv(factories)
+    if not train:
+        return envs
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    clip = reward_clip(cfg)
+    if clip is not None:
+        envs = gym.wrappers.vector.ClipReward(envs, -clip, clip)
+    return envs
+
+
+def reward_clip(cfg: DictConfig) -> float | None:
+    """``env.train_reward_clip``: training rewards are clipped to [-c, c] (Atari: 1)."""
+    clip = cfg.get("train_reward_clip")
+    if clip is not None and not clip > 0:
+        raise ConfigError(f"env.train_reward_clip={clip}: must be > 0, or null for no clipping")
+    return clip
 
 
 def require_discrete(space: gym.Space, algo: str, env_id: str) -> int:

@@ -1,15 +1,13 @@
 """Deterministic evaluation episodes on their own environments, and episode videos."""
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
+from lab.rl.agent import Policy
 from lab.rl.env import make_env, make_vec_env
-
-Policy = Callable[[np.ndarray], np.ndarray]  # batch of observations -> batch of actions
 
 
 class Evaluator:

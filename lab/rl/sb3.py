@@ -1,17 +1,23 @@
 """Stable-Baselines3 algorithms as baselines, driven by the lab's runner like any agent.
 
 SB3 owns its training loop, so ``learn(budget)`` runs ``model.learn`` for one chunk and keeps
-SB3's schedules (ε, learning rate) on the whole budget rather than on the chunk.
+SB3's schedules (ε, learning rate) on the whole budget rather than on the chunk. SB3 builds its
+own networks: the ``net`` group is translated into its ``policy_kwargs`` (``sb3_policy``), and
+a net SB3 cannot express is refused rather than silently replaced.
 """
 
 import logging
 
+import gymnasium as gym
 from omegaconf import DictConfig, OmegaConf
 
-from lab.compute import Compute
 from lab.config import instantiate
 from lab.errors import ConfigError
-from lab.rl.env import make_env
+from lab.nets import ACTIVATIONS
+from lab.rl.agent import AgentContext, Policy
+from lab.rl.env import make_env, require_discrete, reward_clip
+
+NET_KEYS = ("net_arch", "activation_fn", "features_extractor_kwargs")  # owned by the net group
 
 log = logging.getLogger("lab")
 
@@ -48,18 +54,36 @@ def _parse_schedules(hyperparams: dict) -> dict:
     return out
 
 
+def sb3_policy(net: DictConfig, obs_space: gym.Space, agent: str) -> tuple[str, dict]:
+    """The SB3 policy class and ``policy_kwargs`` that build the net the ``net`` group names.
+
+    ``net=mlp`` (any ``hidden_sizes``, ``activation``) becomes ``MlpPolicy`` with ``net_arch``
+    and ``activation_fn`` (for A2C/PPO: policy and value nets of that shape each, as SB3's own
+    default); ``net=nature_cnn`` becomes ``CnnPolicy`` with its ``features``. Anything else
+    (a recurrent net) is refused.
+    """
+    target = net._target_
+    if target == "lab.nets.MLP":
+        instantiate(net, obs_shape=obs_space.shape)  # the lab's own checks of the keys
+        kwargs = {"net_arch": list(net.hidden_sizes), "activation_fn": ACTIVATIONS[net.activation]}
+        return "MlpPolicy", kwargs
+    if target == "lab.nets.NatureCNN":
+        instantiate(net, obs_shape=obs_space.shape)
+        return "CnnPolicy", {"features_extractor_kwargs": {"features_dim": int(net.features)}}
+    kind = target.rsplit(".", 1)[-1]
+    raise ConfigError(
+        f"agent={agent} builds SB3's feed-forward policies and cannot express net={kind.lower()} "
+        f"({target}): use net=mlp, mlp_tanh or nature_cnn"
+    )
+
+
 class SB3Agent:
     """One SB3 model on the lab's environments; evaluation and logging stay with the runner."""
 
     def __init__(
         self,
-        env_cfg: DictConfig,
-        net_cfg: DictConfig,
-        compute: Compute,
-        seed: int,
+        ctx: AgentContext,
         algo: str,
-        name: str,
-        total_steps: int,
         num_envs: int,
         lr: float,
         lr_schedule: str = "constant",
@@ -73,39 +97,43 @@ class SB3Agent:
             raise ConfigError(f"agent.algo={algo}: use one of {', '.join(algorithms)}")
         if lr_schedule not in ("constant", "linear"):
             raise ConfigError(f"agent.lr_schedule={lr_schedule}: use constant or linear")
+        extra = _plain(policy_kwargs)
+        for key in NET_KEYS:
+            if key in extra:
+                raise ConfigError(
+                    f"agent.policy_kwargs.{key}: the net group sets it; choose net= and its "
+                    "keys instead (e.g. net.hidden_sizes=[256,256] net.activation=relu)"
+                )
+        probe = make_env(ctx.env)
         if algo == "dqn":
-            from lab.rl.env import require_discrete
-
-            probe = make_env(env_cfg)
-            require_discrete(probe.action_space, name, env_cfg.id)
-            probe.close()
-        policy = self._policy(net_cfg, env_cfg)
-        self.envs = make_vec_env(lambda: make_env(env_cfg), n_envs=num_envs, seed=seed)
+            require_discrete(probe.action_space, ctx.name, ctx.env.id)
+        policy, net_kwargs = sb3_policy(ctx.net, probe.observation_space, ctx.name)
+        probe.close()
+        clip = reward_clip(ctx.env)
+        self.envs = make_vec_env(
+            lambda: make_env(ctx.env),
+            n_envs=num_envs,
+            seed=ctx.seed,
+            # Outside SB3's Monitor: it logs the game's returns, the algorithm sees clipped ones.
+            wrapper_class=None if clip is None else gym.wrappers.ClipReward,
+            wrapper_kwargs=None if clip is None else {"min_reward": -clip, "max_reward": clip},
+        )
         hp = _parse_schedules(_plain(hyperparams))
         self.model = algorithms[algo](
             policy,
             self.envs,
             learning_rate=linear(lr) if lr_schedule == "linear" else lr,
-            policy_kwargs=_plain(policy_kwargs),
-            seed=seed,
-            device=compute.device,
+            policy_kwargs=net_kwargs | extra,
+            seed=ctx.seed,
+            device=ctx.device,
             verbose=0,
             **hp,
         )
-        self.total_steps = total_steps
+        self.total_steps = ctx.total_steps
+        self._counts_calls = algo == "dqn"  # SB3's DQN times target updates by its _n_calls
         self._started = False
         self._episodes: dict[str, list[float]] = {}
         self._patch_progress()
-
-    @staticmethod
-    def _policy(net_cfg: DictConfig, env_cfg: DictConfig) -> str:
-        """SB3 builds its own nets: the ``net`` group only picks MLP or CNN (and is checked)."""
-        if net_cfg._target_.endswith("NatureCNN"):
-            probe = make_env(env_cfg)
-            instantiate(net_cfg, obs_shape=probe.observation_space.shape)
-            probe.close()
-            return "CnnPolicy"
-        return "MlpPolicy"
 
     def _patch_progress(self) -> None:
         """Chunked ``learn`` calls would restart SB3's schedules; pin them to the whole budget."""
@@ -121,6 +149,11 @@ class SB3Agent:
     @property
     def step(self) -> int:
         return int(self.model.num_timesteps)
+
+    @property
+    def updates(self) -> int:
+        """Gradient steps as SB3 counts them (PPO: epochs over the rollout)."""
+        return int(self.model._n_updates)
 
     def _callback(self):
         from stable_baselines3.common.callbacks import BaseCallback
@@ -154,25 +187,33 @@ class SB3Agent:
             metrics["train/epsilon"] = float(
                 self.model.logger.name_to_value["rollout/exploration_rate"]
             )
+        metrics["counter/updates"] = self.updates
         return metrics
 
-    def act(self, obs):
-        return self.model.predict(obs, deterministic=True)[0]
+    def policy(self) -> Policy:
+        model = self.model
 
-    def state_dict(self, include_buffer: bool = True) -> dict:
+        def act(obs):
+            return model.predict(obs, deterministic=True)[0]
+
+        return act
+
+    def state_dict(self, resumable: bool) -> dict:
         """Parameters, optimizer and counters; SB3's replay buffer is not saved (see resume)."""
-        return {
+        state = {
             "params": self.model.get_parameters(),
             "num_timesteps": self.step,
-            "n_updates": int(getattr(self.model, "_n_updates", 0)),
-            "n_calls": int(getattr(self.model, "_n_calls", 0)),
+            "n_updates": self.updates,
         }
+        if self._counts_calls:
+            state["n_calls"] = int(self.model._n_calls)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.model.set_parameters(state["params"], exact_match=True, device=self.model.device)
         self.model.num_timesteps = state["num_timesteps"]
         self.model._n_updates = state["n_updates"]
-        if hasattr(self.model, "_n_calls"):
+        if self._counts_calls:
             self.model._n_calls = state["n_calls"]
         self._started = True
         log.warning(

@@ -1,0 +1,62 @@
+"""What the runner trains: the ``Task`` protocol, the one contract between the two.
+
+The runner (``lab/runner.py``) reads and calls exactly these members and nothing else; an RL
+agent on an environment (``lab/rl/task.py``) and a generative model on a data set
+(``lab/gen/task.py``) both provide all of them. ``tests/test_contracts.py`` checks that they
+do, member by member and signature by signature. ``docs/contracts.md`` describes how to add one.
+"""
+
+from pathlib import Path
+from typing import Literal, Protocol
+
+Family = Literal["rl", "generative"]
+Metrics = dict[str, float | list[float]]  # lists (episode returns) are pooled between log rows
+Media = dict[str, Path]  # W&B key -> file written under the run's media/ directory
+
+
+class Task(Protocol):
+    """Train to a step budget, evaluate on request, save and restore everything it owns."""
+
+    family: Family
+    algo: str  # e.g. "dqn", "dcgan": summary.json's ``algo``
+    name: str  # what it trains on, e.g. "CartPole-v1", "digits": summary.json's ``task``
+    total_steps: int
+    step_unit: str  # what a step counts: "env_steps" or "updates"; names perf/<unit>_per_s
+    higher_is_better: bool  # for the threshold and best.pt (False for FID)
+    threshold: float | None  # threshold_metric's target, None = none
+    threshold_metric: str  # the evaluation metric best.pt and the threshold are judged on
+    headline_metric: str  # the training metric the progress bar shows
+
+    @property
+    def step(self) -> int:
+        """Steps taken so far (``step_unit``), restored by ``load_state_dict``."""
+        ...
+
+    def train_step(self, budget: int) -> Metrics:
+        """Train for about ``budget`` steps (at least one); metrics since the last call.
+
+        ``counter/<name>`` entries are cumulative counts: the runner logs them as
+        ``train/<name>`` with a rate ``perf/<name>_per_s``.
+        """
+        ...
+
+    def evaluate(self, media_dir: Path) -> tuple[dict[str, float], Media]:
+        """Score the current model; the metrics include ``threshold_metric``."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """The ``counter/<name>`` values as they stand now (before the first ``train_step``)."""
+        ...
+
+    def state_dict(self, resumable: bool) -> dict:
+        """Everything needed to continue exactly when ``resumable``; else what evaluation and
+        sampling need (``best.pt``)."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` saved; work in flight (episodes) starts afresh."""
+        ...
+
+    def close(self) -> None:
+        """Release processes, environments and files; safe to call once after any failure."""
+        ...
