@@ -1,4 +1,4 @@
-"""``summary.json``: the contract every report and script reads (see DESIGN.md)."""
+"""``summary.json``: the contract every report and script reads (docs/contracts.md)."""
 
 import dataclasses
 import json

@@ -108,7 +108,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def assert_valid_summary(summary: dict) -> None:
-    """The summary.json contract of DESIGN.md."""
+    """The summary.json contract of docs/contracts.md."""
     expected = {
         "status",
         "family",
