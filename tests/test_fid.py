@@ -8,11 +8,12 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lab.errors import ConfigError
 from lab.gen.data import digits, to_float
+from lab.gen.classifier import domain_classifier
 from lab.gen.fid import (
+    ClassifierFeatures,
     FIDScorer,
     InceptionFeatures,
     PassThrough,
-    domain_classifier,
     frechet_distance,
 )
 
@@ -72,9 +73,7 @@ def test_torchmetrics_fid_matches_the_pure_function():
 def digits_scorer():
     data = digits()
     net, accuracy = domain_classifier(data, CPU, str(_cache()), epochs=20)
-    from lab.gen.fid import _Penultimate
-
-    scorer = FIDScorer(_Penultimate(net), data.all_images(), 500, 20, 200, CPU)
+    scorer = FIDScorer(ClassifierFeatures(net), data.all_images(), 500, 20, 200, CPU)
     return data, scorer, accuracy
 
 
@@ -108,9 +107,9 @@ def test_fid_separates_real_from_collapsed_and_noise(digits_scorer):
 
 
 def test_the_classifier_is_cached(digits_scorer, monkeypatch):
-    import lab.gen.fid as fid
+    import lab.gen.classifier as classifier
 
-    monkeypatch.setattr(fid, "train_classifier", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(classifier, "train_classifier", lambda *a, **k: pytest.fail("retrained"))
     _, accuracy = domain_classifier(digits(), CPU, _cache(), epochs=20)
     assert accuracy >= 0.95
 
