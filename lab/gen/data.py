@@ -59,7 +59,7 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _check_size(name: str, size: int) -> None:
+def _check_size(size: int) -> None:
     if not isinstance(size, int) or size < 8:
         raise ConfigError(f"dataset.size={size}: must be an integer >= 8 (the image side)")
 
@@ -68,7 +68,7 @@ def digits(name: str = "digits", size: int = 16, test_fraction: float = 0.2) -> 
     """scikit-learn's 1,797 8x8 digits (shipped inside scikit-learn), upscaled to ``size``."""
     from sklearn.datasets import load_digits
 
-    _check_size(name, size)
+    _check_size(size)
     if not 0 < test_fraction < 1:
         raise ConfigError(f"dataset.test_fraction={test_fraction}: must be in (0, 1)")
     bunch = load_digits()
@@ -109,7 +109,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def mnist(name: str = "mnist", root: str = "data/mnist", size: int = 28) -> ImageData:
     """MNIST or Fashion-MNIST from the four IDX files (as distributed, gzipped or not)."""
-    _check_size(name, size)
+    _check_size(size)
     root = Path(root).expanduser()
     parts = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -124,7 +124,7 @@ def mnist(name: str = "mnist", root: str = "data/mnist", size: int = 28) -> Imag
 
 def cifar10(name: str = "cifar10", root: str = "data/cifar10", size: int = 32) -> ImageData:
     """CIFAR-10 from the python batches (``data_batch_1..5`` and ``test_batch``)."""
-    _check_size(name, size)
+    _check_size(size)
     root = Path(root).expanduser()
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     files = {
@@ -162,7 +162,7 @@ def image_folder(
     """PNG/JPEG files under ``root``; class labels from subfolder names when there are any."""
     from PIL import Image
 
-    _check_size(name, size)
+    _check_size(size)
     if root is None:
         raise ConfigError("dataset.root is not set: pass dataset.root=<folder of PNG/JPEG images>")
     if channels not in (1, 3):
@@ -214,6 +214,8 @@ class Batches:
         seed: int,
         channels_last: bool = False,
     ):
+        if batch_size < 1:
+            raise ConfigError(f"model.batch_size={batch_size}: must be > 0")
         if batch_size > len(images):
             raise ConfigError(
                 f"model.batch_size={batch_size}: larger than the {len(images)} training images"

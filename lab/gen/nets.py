@@ -1,8 +1,9 @@
 """DCGAN-style convolutional nets sized from the image shape.
 
 A square ``size`` x ``size`` image is halved by strided convolutions while the side stays even
-and at least 8, so 8 -> 4, 16 -> 4, 28 -> 7, 32 -> 4, 64 -> 4. The generator (and decoder)
-mirrors the discriminator (and encoder).
+and at least 8, so 8 -> 4, 16 -> 4, 28 -> 7, 32 -> 4, 64 -> 4. ``ConvEncoder`` maps an image to
+a vector (a GAN's discriminator score, an autoencoder's code); ``ConvDecoder`` mirrors it, from
+a code to an image (a GAN's generator, an autoencoder's decoder).
 """
 
 import itertools
@@ -41,13 +42,14 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ConfigError(f"norm={kind}: use batch, layer or none")
 
 
-class Generator(nn.Module):
+class ConvDecoder(nn.Module):
     """z -> image: a linear projection to the smallest map, then transposed convolutions.
 
-    Returns raw outputs: the caller applies tanh (GANs) or reads them as Bernoulli logits (VAE).
+    Returns raw outputs: the caller applies tanh (GANs) or reads them as Bernoulli logits
+    (autoencoders).
     """
 
-    def __init__(self, z_dim: int, shape: tuple[int, int, int], width: int = 64):
+    def __init__(self, z_dim: int, shape: tuple[int, int, int], width: int):
         super().__init__()
         channels, size, _ = _shape(shape)
         stages, base = plan(size)
@@ -73,12 +75,10 @@ class Generator(nn.Module):
         return self.body(self.project(z))
 
 
-class Discriminator(nn.Module):
-    """image -> ``out_dim`` numbers (1 for a GAN's discriminator, 2 z for a VAE's encoder)."""
+class ConvEncoder(nn.Module):
+    """image -> ``out_dim`` numbers: 1 for a GAN's discriminator, a code for an autoencoder."""
 
-    def __init__(
-        self, shape: tuple[int, int, int], out_dim: int = 1, width: int = 64, norm: str = "batch"
-    ):
+    def __init__(self, shape: tuple[int, int, int], out_dim: int, width: int, norm: str):
         super().__init__()
         channels, size, _ = _shape(shape)
         stages, base = plan(size)

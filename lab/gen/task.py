@@ -8,22 +8,23 @@ from omegaconf import DictConfig
 
 from lab.compute import Compute
 from lab.config import instantiate
-from lab.errors import ConfigError
 from lab.gen.data import Batches, ImageData, to_float, upload
 from lab.gen.fid import FIDScorer, build_extractor
 from lab.gen.images import save_grid
+from lab.gen.models import GenerativeModel
 
 EVAL_SEED_OFFSET = 1_000_000  # the fixed latents of evaluations never share training's seed
 GRID = 64  # images in each sample grid
+RUN_KEYS = ("_target_", "name", "total_steps", "batch_size")  # the task's, not the model's
 
 
-def build_model(model_cfg: DictConfig, shape: tuple[int, int, int], compute: Compute):
+def build_model(
+    model_cfg: DictConfig, shape: tuple[int, int, int], compute: Compute
+) -> GenerativeModel:
     """The model a ``model`` config names, for images of ``shape``."""
     # By hand rather than instantiate, which would turn `compute` into a config node.
     model_cls = hydra.utils.get_class(model_cfg._target_)
-    hyperparameters = {
-        k: v for k, v in model_cfg.items() if k not in ("_target_", "name", "total_steps")
-    }
+    hyperparameters = {k: v for k, v in model_cfg.items() if k not in RUN_KEYS}
     return model_cls(shape=shape, compute=compute, **hyperparameters)
 
 
@@ -36,15 +37,12 @@ class GenTask:
     threshold_metric = "eval/fid"
 
     def __init__(self, cfg: DictConfig, compute: Compute):
-        if cfg.get("dataset") is None:
-            raise ConfigError("model is set but dataset is not: add dataset=<name>, e.g. digits")
         data: ImageData = instantiate(cfg.dataset)
         self.algo, self.name = cfg.model.name, data.name
         self.total_steps = int(cfg.model.total_steps)
-        if self.total_steps <= 0:
-            raise ConfigError(f"model.total_steps={self.total_steps}: must be > 0")
         self.shape = data.shape
         self.model = build_model(cfg.model, data.shape, compute)
+        self.headline_metric = self.model.headline_metric
         self.batches = Batches(
             data.train, cfg.model.batch_size, compute.device, cfg.seed, cfg.model.channels_last
         )
@@ -87,38 +85,24 @@ class GenTask:
         model = self.model
         model.train(False)
         with torch.inference_mode():
-            if hasattr(model, "fit_prior"):
-                model.fit_prior(to_float(self.batches.images))
+            model.fit_prior(to_float(self.batches.images))
             z = model.latent(self.scorer.samples, torch.Generator().manual_seed(self.eval_seed))
             metrics = self.scorer.score(lambda i, n: model.generate(z[i : i + n]))
             metrics |= self.scorer.floor | self.extractor_info
             media = {
                 "eval/samples": save_grid(model.generate(z[:GRID]), self._png(media_dir, "samples"))
             }
-            if hasattr(model, "held_out"):
-                metrics |= model.held_out(self.test)
-                media |= self._autoencoder_media(media_dir)
+            metrics |= model.held_out(self.test)
+            for kind, (images, per_row) in model.figures(self.test).items():
+                media[f"eval/{kind}"] = save_grid(images, self._png(media_dir, kind), per_row)
         model.train(True)
         return metrics, media
 
     def _png(self, media_dir: Path, kind: str) -> Path:
         return media_dir / f"{kind}_{self.step:09d}.png"
 
-    def _autoencoder_media(self, media_dir: Path) -> dict[str, Path]:
-        """Originals over reconstructions, and walks between the codes of test images."""
-        model, x = self.model, self.test[:16]
-        recon = torch.cat([x, model.reconstruct(x)])
-        codes = model.encode(self.test[:16])[0]
-        start, end = codes[:8], codes[8:16]
-        weights = torch.linspace(0, 1, 10, device=codes.device)[None, :, None]
-        path = start[:, None] * (1 - weights) + end[:, None] * weights  # [8, 10, z]
-        walk = model.generate(path.flatten(0, 1))
-        return {
-            "eval/reconstructions": save_grid(recon, self._png(media_dir, "reconstructions"), 16),
-            "eval/interpolations": save_grid(walk, self._png(media_dir, "interpolations"), 10),
-        }
-
-    def state_dict(self, include_buffer: bool = True) -> dict:
+    def state_dict(self, resumable: bool) -> dict:
+        """All of it either way: a generative model's state is small, so best.pt resumes too."""
         return {
             "model": self.model.state_dict(),
             "batches": self.batches.state_dict(),
@@ -133,7 +117,7 @@ class GenTask:
         self.step, self.images = state["step"], state["images"]
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the data and the nets are plain tensors."""
 
 
 class _CountingBatches:
