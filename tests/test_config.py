@@ -4,12 +4,16 @@ import importlib.util
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
 
 from lab.compute import Compute
+from lab.config import CONF_DIR, instantiate
+from lab.errors import ConfigError
 from lab.loggers import Logger
 from lab.rl.env import make_env
 from lab.rl.task import RLTask
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import compose_config
 
 CPU = Compute(torch.device("cpu"))
 HAS_ALE = importlib.util.find_spec("ale_py") is not None
@@ -20,9 +24,18 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+GROUPS = ("agent", "env", "net", "logger", "experiment", "model", "dataset", "hparams_search")
+
+
 def test_every_group_has_options():
-    for group in ("agent", "env", "net", "logger", "experiment"):
+    for group in (*GROUPS, "hydra/launcher"):
         assert options(group), group
+
+
+def compose_with_hydra(*overrides: str):
+    """The composed config with its ``hydra`` node (launcher, sweeper), as a run would see it."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
 def _tiny_task(cfg):
@@ -31,15 +44,49 @@ def _tiny_task(cfg):
     return RLTask(cfg, CPU)
 
 
+def _tensors(state) -> list[torch.Tensor]:
+    """Every floating-point tensor in a (nested) state dict."""
+    if isinstance(state, torch.Tensor):
+        return [state] if state.is_floating_point() else []
+    if isinstance(state, dict):
+        return [t for value in state.values() for t in _tensors(value)]
+    return []
+
+
+# Shrunk so that 64 env steps include updates (the shipped settings wait longer to learn).
+LEARN_SOON = {
+    "dqn": ["agent.learning_starts=32", "agent.batch_size=16"],
+    "a3c": ["agent.workers=1"],
+    "sb3_dqn": [
+        "agent.hyperparams.learning_starts=16",
+        "agent.hyperparams.batch_size=16",
+        "agent.hyperparams.train_freq=8",
+        "agent.hyperparams.gradient_steps=1",
+    ],
+    "sb3_ppo": ["agent.hyperparams.n_steps=4", "agent.hyperparams.batch_size=16"],
+}
+
+
 @pytest.mark.parametrize("agent", options("agent"))
 def test_agent_options_build_and_learn_a_step(agent):
-    cfg = compose_config(f"agent={agent}", "env=cartpole")
+    cfg = compose_config(f"agent={agent}", "env=cartpole", *LEARN_SOON.get(agent, []))
     task = _tiny_task(cfg)
     try:
         assert task.algo == cfg.agent.name
+        before = [t.clone() for t in _tensors(task.state_dict(resumable=False))]
         metrics = task.train_step(32)
-        assert task.step >= 28  # about 32 (autoreset steps are not transitions; SB3 rounds up)
-        assert isinstance(metrics, dict)
+        metrics |= task.train_step(32)
+        assert task.step >= 60  # about 64 (autoreset steps are not transitions; SB3 rounds up)
+        assert task.agent.updates > 0 and metrics["counter/updates"] == task.agent.updates
+        after = _tensors(task.state_dict(resumable=False))
+        # Weights come first in every agent's state; optimizers add their state at the first step.
+        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=False))
+        # Schedules stay in their range (they reach 0 only at the end of the 64-step budget).
+        for key, value in metrics.items():
+            if key in ("train/lr", "train/learning_rate"):
+                assert 0 <= value <= cfg.agent.lr, (key, value)
+            if key in ("train/clip_range", "train/epsilon"):
+                assert 0 <= value <= 1, (key, value)
         action = task.agent.policy()(task.evaluator.envs.reset(seed=0)[0])
         assert action.shape == (1,)
     finally:
@@ -64,15 +111,38 @@ def test_env_options_build(env):
         environment.close()
 
 
-@pytest.mark.parametrize(
-    "net, env", [("mlp", "cartpole"), ("mlp", "acrobot"), ("nature_cnn", "catch")]
-)
-def test_net_options_build_for_their_observations(net, env):
-    cfg = compose_config(f"net={net}", f"env={env}")
+NET_CASES = {  # each net option with an agent and env it is built for
+    "mlp": ("dqn", "acrobot"),
+    "mlp_256": ("dqn", "cartpole"),
+    "mlp_tanh": ("a2c", "cartpole"),
+    "lstm": ("a2c", "cartpole"),
+    "nature_cnn": ("dqn", "catch"),
+}
+
+
+def test_every_net_option_has_a_case():
+    assert sorted(NET_CASES) == options("net")
+
+
+@pytest.mark.parametrize("net", sorted(NET_CASES))
+def test_net_options_build_for_their_observations(net):
+    agent, env = NET_CASES[net]
+    cfg = compose_config(f"agent={agent}", f"net={net}", f"env={env}")
     task = _tiny_task(cfg)
     try:
         obs = torch.as_tensor(task.evaluator.envs.reset(seed=0)[0])
-        assert task.agent.q(obs).shape == (1, task.agent.n_actions)
+        model = task.agent.q if agent == "dqn" else task.agent.model
+        torso = model.torso
+        assert type(torso) is get_class(cfg.net._target_)
+        assert torso.recurrent == (net == "lstm")
+        if hasattr(cfg.net, "hidden_sizes"):  # the config's layer widths are the ones built
+            widths = [m.out_features for m in torso.body if isinstance(m, torch.nn.Linear)]
+            assert widths == list(cfg.net.hidden_sizes)
+        if agent == "dqn":
+            assert model(obs).shape == (1, task.agent.n_actions)
+        else:
+            logits, _ = model.policy_logits(obs, model.initial_state(1))
+            assert logits.shape == (1, 2)
     finally:
         task.close()
 
@@ -87,30 +157,134 @@ def test_logger_options_build(tmp_path, logger):
     assert (tmp_path / "metrics.jsonl").read_text().startswith('{"step": 1')
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
+EXPERIMENTS = {  # what each preset must set: (env id, net, agent keys, sweep params)
+    "bench_a3c": ("CartPole-v1", "MLP", {}, {"agent": "a3c,sb3_a2c", "seed": "0,1,2,3,4"}),
+    "bench_cartpole": ("CartPole-v1", "MLP", {}, {"agent": "dqn,sb3_dqn", "seed": "0,1,2,3,4"}),
+    "dqn_atari": (
+        "ALE/Pong-v5",
+        "NatureCNN",
+        {"total_steps": 10_000_000, "lr": 1e-4, "n_step": 1, "learning_starts": 80_000},
+        {},
+    ),
+    "dqn_catch": (
+        "lab/Catch-v0",
+        "NatureCNN",
+        {"total_steps": 10_000, "lr": 5e-4, "buffer_size": 10_000, "eps_fraction": 0.3},
+        {},
+    ),
+}
+
+
+def test_every_experiment_has_a_case():
+    assert sorted(EXPERIMENTS) == options("experiment")
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_experiment_options_compose_and_build(experiment):
+    env_id, net, agent_keys, sweep = EXPERIMENTS[experiment]
+    cfg = compose_with_hydra(f"experiment={experiment}")
+    assert cfg.env.id == env_id and cfg.net._target_ == f"lab.nets.{net}"
+    for key, value in agent_keys.items():
+        assert cfg.agent[key] == value, key
+    assert dict(cfg.hydra.sweeper.params or {}) == sweep
+    if sweep:  # the benchmarks: one-thread timing runs that stop when solved, without W&B
+        assert cfg.hydra.mode.name == "MULTIRUN"
+        assert cfg.stop_on_threshold and cfg.threads == 1 and cfg.logger.kind == "none"
     if "atari" in experiment and not HAS_ALE:
         pytest.skip("ale-py is not installed (pip install -e '.[atari]')")
-    cfg = compose_config(f"experiment={experiment}")
-    task = _tiny_task(cfg)
-    task.close()
+    del cfg.hydra
+    _tiny_task(cfg).close()
 
 
-def test_dueling_and_polyak_options_build():
+@pytest.mark.parametrize("search", options("hparams_search"))
+def test_hparams_search_options_switch_to_optuna(search):
+    cfg = compose_with_hydra(f"hparams_search={search}")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.storage is None and sweeper.n_trials > 0 and sweeper.params
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    direction = "minimize" if cfg.optimized_metric == "eval/fid" else "maximize"
+    assert sweeper.direction == direction
+    family = cfg.model if cfg.get("model") is not None else cfg.agent
+    for key in sweeper.params:  # every searched key exists in the composed config
+        group, _, name = key.partition(".")
+        assert group in ("agent", "model") and name in family, key
+
+
+@pytest.mark.parametrize("launcher", options("hydra/launcher"))
+def test_launcher_options_compose_to_their_plugin(launcher):
+    cfg = compose_with_hydra(f"hydra/launcher={launcher}")
+    target = cfg.hydra.launcher._target_
+    plugin = {"joblib": "Joblib", "ray": "Ray", "slurm": "Slurm", "local": "Local"}[launcher]
+    assert target.endswith(f"{plugin}Launcher"), target
+    get_class(target)  # the plugin is installed and importable
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_model_options_compose_and_build(model):
+    from lab.gen.task import GenTask
+
     cfg = compose_config(
-        "agent.dueling=true",
+        f"model={model}", "model.width=8", "fid.samples=50", "fid.kid_subset_size=20"
+    )
+    assert cfg.get("agent") is None and cfg.get("env") is None and cfg.get("net") is None
+    assert cfg.dataset.name == "digits"
+    task = GenTask(cfg, CPU)
+    try:
+        assert task.algo == model and type(task.model) is get_class(cfg.model._target_)
+        task.train_step(1)
+        assert task.step == 1
+    finally:
+        task.close()
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_dataset_options_compose_and_load_or_name_the_missing_path(tmp_path, dataset):
+    root = [] if dataset == "digits" else [f"dataset.root={tmp_path}"]
+    cfg = compose_config("model=dcgan", f"dataset={dataset}", *root)
+    assert cfg.dataset.name == dataset
+    if dataset == "digits":
+        data = instantiate(cfg.dataset)
+        assert data.shape == (1, 16, 16) and data.num_classes == 10
+        return
+    with pytest.raises(ConfigError) as error:  # nothing downloads: a clear error instead
+        instantiate(cfg.dataset)
+    assert str(tmp_path) in str(error.value)
+
+
+def test_dueling_head_is_value_plus_centred_advantages():
+    cfg = compose_config("agent.dueling=true")
+    task = _tiny_task(cfg)
+    try:
+        q = task.agent.q
+        obs = torch.randn(5, 4)
+        out = q.head(q.torso(obs))  # the head's raw outputs: [V, A_1, ..., A_n]
+        value, advantage = out[:, :1], out[:, 1:]
+        expected = value + advantage - advantage.mean(dim=1, keepdim=True)
+        torch.testing.assert_close(q(obs), expected)
+        assert q.head.out_features == task.agent.n_actions + 1
+    finally:
+        task.close()
+
+
+def test_polyak_target_updates_move_the_target_by_tau():
+    cfg = compose_config(
         "agent.target_tau=0.01",
         "agent.n_step=1",
         "agent.learning_starts=16",
         "agent.batch_size=16",
     )
     task = _tiny_task(cfg)
+    agent = task.agent
     try:
-        before = [p.clone() for p in task.agent.q_target.parameters()]
         task.train_step(64)
-        assert task.agent.updates > 0
-        after = list(task.agent.q_target.parameters())
-        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        assert agent.updates > 0
+        target = [p.clone() for p in agent.q_target.parameters()]
+        agent.update()
+        for old, new, online in zip(
+            target, agent.q_target.parameters(), agent.q.parameters(), strict=True
+        ):
+            torch.testing.assert_close(new, old + 0.01 * (online - old))
     finally:
         task.close()
 

@@ -49,3 +49,78 @@ def test_sb3_schedule_spans_the_whole_budget_across_chunks(tmp_path):
     first = min(eps)
     assert eps[first] == pytest.approx(1.0 - 0.96 * first / 2000, abs=0.01)
     assert eps[max(eps)] == pytest.approx(0.04)
+
+
+def _sb3_task(*overrides: str):
+    import torch
+
+    from lab.compute import Compute
+    from lab.rl.task import RLTask
+    from tests.conftest import compose_config
+
+    cfg = compose_config(*overrides, "eval.episodes=1")
+    return RLTask(cfg, Compute(torch.device("cpu")))
+
+
+def _linear_widths(module) -> list[int]:
+    import torch
+
+    return [m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_sb3_builds_the_net_the_net_group_names():
+    import torch
+
+    task = _sb3_task("agent=sb3_dqn", "net.hidden_sizes=[32,16]", "net.activation=elu")
+    try:  # the zoo's default is [256, 256] ReLU: the override must reach SB3's Q-network
+        q_net = task.agent.model.q_net
+        assert _linear_widths(q_net) == [32, 16, 2]
+        assert any(isinstance(m, torch.nn.ELU) for m in q_net.modules())
+    finally:
+        task.close()
+    task = _sb3_task("agent=sb3_ppo", "net=mlp")
+    try:  # net=mlp is 128x128 ReLU, for the policy and the value net alike
+        extractor = task.agent.model.policy.mlp_extractor
+        assert _linear_widths(extractor.policy_net) == [128, 128]
+        assert _linear_widths(extractor.value_net) == [128, 128]
+        assert any(isinstance(m, torch.nn.ReLU) for m in extractor.modules())
+        assert not any(isinstance(m, torch.nn.Tanh) for m in extractor.modules())
+    finally:
+        task.close()
+    task = _sb3_task("agent=sb3_a2c")
+    try:  # the shipped default: SB3's own 64x64 tanh
+        extractor = task.agent.model.policy.mlp_extractor
+        assert _linear_widths(extractor.policy_net) == [64, 64]
+        assert any(isinstance(m, torch.nn.Tanh) for m in extractor.modules())
+    finally:
+        task.close()
+
+
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["agent=sb3_a2c", "net=lstm"], ["agent=sb3_a2c", "net=lstm", "net=mlp"]),
+        (["agent=sb3_dqn", "+agent.policy_kwargs.net_arch=[8]"], ["net_arch", "net.hidden_sizes"]),
+    ],
+)
+def test_sb3_refuses_a_net_it_cannot_build(overrides, needles):
+    from lab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        _sb3_task(*overrides)
+    for needle in needles:
+        assert needle in str(error.value)
+
+
+def test_sb3_learns_from_clipped_rewards_and_logs_the_game_score():
+    import numpy as np
+
+    task = _sb3_task("agent=sb3_a2c", "+env.train_reward_clip=0.25")
+    try:
+        metrics = task.train_step(400)
+        rewards = task.agent.model.rollout_buffer.rewards
+        assert np.all(rewards == 0.25)  # CartPole pays 1 a step; the learner sees it clipped
+        returns, lengths = metrics["rollout/episode_return"], metrics["rollout/episode_length"]
+        assert returns and returns == lengths  # the logged return is the game's: 1 a step
+    finally:
+        task.close()

@@ -1,7 +1,9 @@
 """Stable-Baselines3 algorithms as baselines, driven by the lab's runner like any agent.
 
-SB3 owns its training loop, so ``learn(budget)`` runs ``model.learn`` for one chunk and keeps
-SB3's schedules (ε, learning rate) on the whole budget rather than on the chunk. SB3 builds its
+SB3 owns its training loop, so ``learn(budget)`` runs ``model.learn`` for one chunk. SB3 would
+restart its schedules' progress at every such call (PPO's learning rate and clip range went
+negative after the first chunk); instead every schedule handed to SB3 reads the run's own
+progress, ``step / total_steps`` (``RunSchedule``), so they span the whole budget. SB3 builds its
 own networks: the ``net`` group is translated into its ``policy_kwargs`` (``sb3_policy``), and
 a net SB3 cannot express is refused rather than silently replaced.
 """
@@ -16,6 +18,7 @@ from lab.errors import ConfigError
 from lab.nets import ACTIVATIONS
 from lab.rl.agent import AgentContext, Policy
 from lab.rl.env import make_env, require_discrete, reward_clip
+from lab.rl.returns import linear_schedule
 
 NET_KEYS = ("net_arch", "activation_fn", "features_extractor_kwargs")  # owned by the net group
 
@@ -28,13 +31,20 @@ def _algorithms() -> dict:
     return {"dqn": DQN, "a2c": A2C, "ppo": PPO}
 
 
-def linear(start: float):
-    """The zoo's ``lin_<start>``: SB3 calls it with progress remaining, 1 → 0."""
+class RunSchedule:
+    """A schedule SB3 calls as ``f(progress_remaining)``; it reads the run's progress instead.
 
-    def schedule(progress_remaining: float) -> float:
-        return progress_remaining * start
+    Linear from ``start`` at step 0 to ``end`` at ``fraction`` of the budget, constant after:
+    the zoo's ``lin_<start>`` is ``RunSchedule(agent, start)``, SB3 DQN's ε is
+    ``RunSchedule(agent, 1.0, 0.05, exploration_fraction)``.
+    """
 
-    return schedule
+    def __init__(self, agent: "SB3Agent", start: float, end: float = 0.0, fraction: float = 1.0):
+        self.agent, self.start, self.end, self.fraction = agent, start, end, fraction
+
+    def __call__(self, _sb3_progress_remaining: float) -> float:
+        duration = int(self.fraction * self.agent.total_steps)
+        return linear_schedule(self.agent.step, self.start, self.end, duration)
 
 
 def _plain(node: DictConfig | dict | None) -> dict:
@@ -45,11 +55,11 @@ def _plain(node: DictConfig | dict | None) -> dict:
     )
 
 
-def _parse_schedules(hyperparams: dict) -> dict:
+def _parse_schedules(hyperparams: dict, agent: "SB3Agent") -> dict:
     out = {}
     for key, value in hyperparams.items():
         if isinstance(value, str) and value.startswith("lin_"):
-            value = linear(float(value.removeprefix("lin_")))
+            value = RunSchedule(agent, float(value.removeprefix("lin_")))
         out[key] = value
     return out
 
@@ -118,37 +128,30 @@ class SB3Agent:
             wrapper_class=None if clip is None else gym.wrappers.ClipReward,
             wrapper_kwargs=None if clip is None else {"min_reward": -clip, "max_reward": clip},
         )
-        hp = _parse_schedules(_plain(hyperparams))
+        self.total_steps = ctx.total_steps
+        self.model = None  # `step` reads it; SB3 calls the schedules while it builds the model
         self.model = algorithms[algo](
             policy,
             self.envs,
-            learning_rate=linear(lr) if lr_schedule == "linear" else lr,
+            learning_rate=RunSchedule(self, lr) if lr_schedule == "linear" else lr,
             policy_kwargs=net_kwargs | extra,
             seed=ctx.seed,
             device=ctx.device,
             verbose=0,
-            **hp,
+            **_parse_schedules(_plain(hyperparams), self),
         )
-        self.total_steps = ctx.total_steps
         self._counts_calls = algo == "dqn"  # SB3's DQN times target updates by its _n_calls
+        if algo == "dqn":  # SB3 builds ε's schedule itself: replace it with one on the run
+            m = self.model
+            m.exploration_schedule = RunSchedule(
+                self, m.exploration_initial_eps, m.exploration_final_eps, m.exploration_fraction
+            )
         self._started = False
         self._episodes: dict[str, list[float]] = {}
-        self._patch_progress()
-
-    def _patch_progress(self) -> None:
-        """Chunked ``learn`` calls would restart SB3's schedules; pin them to the whole budget."""
-        model, setup = self.model, self.model._setup_learn
-
-        def setup_learn(total_timesteps, *args, **kwargs):
-            out = setup(total_timesteps, *args, **kwargs)
-            model._total_timesteps = self.total_steps
-            return out
-
-        model._setup_learn = setup_learn
 
     @property
     def step(self) -> int:
-        return int(self.model.num_timesteps)
+        return 0 if self.model is None else int(self.model.num_timesteps)
 
     @property
     def updates(self) -> int:
