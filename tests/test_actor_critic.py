@@ -281,7 +281,7 @@ def test_idle_a3c_workers_sleep_and_wake_when_granted_steps():
     agent = _a3c("agent.workers=2")
     try:
         updates = agent.learn(1000)["counter/updates"]
-        pids = [p.pid for p in agent.processes]
+        pids = [p.pid for p in agent.pool.processes]
         before = [_cpu_seconds(pid) for pid in pids]
         time.sleep(2.0)  # the main process would evaluate here: the workers should not compete
         used = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
@@ -294,12 +294,12 @@ def test_idle_a3c_workers_sleep_and_wake_when_granted_steps():
 
 
 def test_a3c_notices_a_dead_worker_while_the_others_keep_reporting():
-    from lab.rl.a3c import WorkerFailed
+    from lab.rl.workers import WorkerFailed
 
     agent = _a3c("agent.workers=2")
     try:
         agent.learn(10)  # starts the workers; afterwards both are idle, holding no credits
-        workers = list(agent.processes)
+        workers = list(agent.pool.processes)
         idle = workers[0]
         os.kill(idle.pid, signal.SIGKILL)
         idle.join(timeout=5)
@@ -310,26 +310,6 @@ def test_a3c_notices_a_dead_worker_while_the_others_keep_reporting():
     finally:
         agent.close()
     assert not any(p.is_alive() for p in workers)
-
-
-def test_start_method_is_fork_only_while_the_process_has_one_thread():
-    import threading
-
-    from lab.errors import ConfigError
-    from lab.rl.a3c import choose_start_method
-
-    assert choose_start_method(None) == "fork"  # pytest runs tests on the main thread alone
-    assert choose_start_method("spawn") == "spawn"
-    with pytest.raises(ConfigError, match=r"agent.start_method=threads: use one of"):
-        choose_start_method("threads")
-    release = threading.Event()
-    other = threading.Thread(target=release.wait)
-    other.start()
-    try:
-        assert choose_start_method(None) == "forkserver"
-    finally:
-        release.set()
-        other.join()
 
 
 def test_a3c_workers_started_by_a_forkserver_train(tmp_path):
