@@ -56,10 +56,10 @@ def test_the_protocol_helper_catches_a_missing_member_and_a_renamed_parameter():
     assert_conforms(Complete(), Agent)
     with pytest.raises(AssertionError, match="state_dict"):
         assert_conforms(Renamed(), Agent)
-    with pytest.raises(AssertionError, match="lacks Task.family"):
+    with pytest.raises(AssertionError, match=r"lacks Task\.family"):
         assert_conforms(Complete(), Task)
     missing = type("Missing", (), {k: v for k, v in vars(Complete).items() if k != "policy"})
-    with pytest.raises(AssertionError, match="lacks Agent.policy"):
+    with pytest.raises(AssertionError, match=r"lacks Agent\.policy"):
         assert_conforms(missing(), Agent)
 
 
@@ -91,15 +91,19 @@ class FakeTask:
     family, algo, name, step_unit = "rl", "fake", "counting", "env_steps"
     threshold_metric, headline_metric = "eval/score", "train/loss"
 
-    def __init__(self, total_steps, scores, threshold=None, higher_is_better=True, stop_at=None):
+    def __init__(
+        self, total_steps, scores, threshold=None, higher_is_better=True, stop_at=None, signals=()
+    ):
         self.total_steps, self.scores, self.threshold = total_steps, scores, threshold
         self.higher_is_better, self.stop_at = higher_is_better, stop_at
+        self.signals = signals or (signal.SIGTERM,)  # sent at stop_at, as `kill` or Ctrl-C would
         self.step, self.evaluations, self.closed = 0, 0, False
 
     def train_step(self, budget: int) -> dict:
         self.step += budget
         if self.stop_at is not None and self.step >= self.stop_at:
-            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` would, mid-run
+            for signum in self.signals:
+                os.kill(os.getpid(), signum)
         return {"train/loss": 1.0 / self.step, "counter/updates": self.step // 2}
 
     def evaluate(self, media_dir: Path) -> tuple[dict[str, float], dict]:
@@ -178,3 +182,21 @@ def test_loop_stops_on_a_signal_with_a_checkpoint_and_resumes(tmp_path, monkeypa
     loss_steps = [r["step"] for r in rows if "train/loss" in r]
     assert loss_steps == sorted(set(loss_steps))  # no row logged twice across the resume
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 100
+
+
+def test_ctrl_c_ends_interrupted_with_exit_130_and_a_second_stops_at_once(tmp_path, monkeypatch):
+    summary = _run(
+        monkeypatch,
+        tmp_path / "one",
+        FakeTask(100, [0.0] * 10, stop_at=35, signals=(signal.SIGINT,)),
+    )
+    assert (summary.status, summary.exit_code, summary.steps) == ("interrupted", 130, 35)
+
+    # The second Ctrl-C arrives inside train_step: the run stops there, still checkpointed.
+    task = FakeTask(100, [0.0] * 10, stop_at=35, signals=(signal.SIGINT, signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        _run(monkeypatch, tmp_path / "two", task)
+    written = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert (written["status"], written["steps"]) == ("interrupted", 35)
+    assert _checkpoint(tmp_path / "two", "last.pt")["task"]["step"] == 35
+    assert task.closed

@@ -85,12 +85,31 @@ def test_nstep_truncation_bootstraps_from_final_observation():
 
 
 def test_nstep_skips_autoreset_steps_and_keeps_envs_apart():
-    c = NStepCollector(num_envs=2, n=1, gamma=0.9)
-    out = _push(
-        c, [0, 10], [0, 1], [1.0, 5.0], [1, 11], [False, False], [False, False], valid=[True, False]
+    c = NStepCollector(num_envs=2, n=2, gamma=0.9)
+    no, yes = [False, False], [True, True]
+    assert _push(c, [0, 100], [0, 1], [1.0, 10.0], [1, 101], no, no, valid=yes) is None
+    # env 0 terminates: both its pending transitions leave with discount 0; env 1 has n rewards.
+    obs, actions, returns, next_obs, discounts = _push(
+        c, [1, 101], [1, 0], [2.0, 20.0], [2, 102], [True, False], no, valid=yes
     )
-    obs, actions, returns, _, _ = out
-    assert obs[:, 0].tolist() == [0] and actions.tolist() == [0] and returns.tolist() == [1.0]
+    assert obs[:, 0].tolist() == [0, 1, 100] and actions.tolist() == [0, 1, 1]
+    assert returns.tolist() == pytest.approx([1 + 0.9 * 2, 2.0, 10 + 0.9 * 20])
+    assert next_obs[:, 0].tolist() == [2, 2, 102]
+    assert discounts.tolist() == pytest.approx([0.0, 0.0, 0.81])
+    # env 0's next step only resets it (reward 99 is not a transition); env 1 goes on alone.
+    obs, actions, returns, next_obs, discounts = _push(
+        c, [2, 102], [0, 1], [99.0, 30.0], [3, 103], no, no, valid=[False, True]
+    )
+    assert obs[:, 0].tolist() == [101] and actions.tolist() == [0]
+    assert returns.tolist() == pytest.approx([20 + 0.9 * 30])
+    assert next_obs[:, 0].tolist() == [103] and discounts.tolist() == pytest.approx([0.81])
+    # env 0's first real step after the reset starts a fresh queue: nothing of 99 or 2 in it.
+    assert _push(c, [3, 103], [1, 1], [4.0, 40.0], [4, 104], no, no, valid=yes)[2].tolist() == [
+        pytest.approx(30 + 0.9 * 40)
+    ]
+    obs, _, returns, _, _ = _push(c, [4, 104], [0, 0], [5.0, 50.0], [5, 105], no, no, valid=yes)
+    assert obs[:, 0].tolist() == [3, 103]
+    assert returns.tolist() == pytest.approx([4 + 0.9 * 5, 40 + 0.9 * 50])
 
 
 def test_replay_buffer_wraps_and_round_trips():
