@@ -1,14 +1,16 @@
-"""A3C and A2C: learning, determinism, faults, resume, and the recurrent core."""
+"""What A2C and A3C share (rollouts, the loss, the recurrent core), A2C itself, and the
+clipped training rewards of every agent."""
 
-import os
-import signal
-import time
-from pathlib import Path
+import importlib
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lab.compute import Compute, seed_everything
+from lab.nets import LSTM
 from lab.rl.actor_critic import (
     ActorCritic,
     RolloutCollector,
@@ -18,56 +20,19 @@ from lab.rl.actor_critic import (
     sample_actions,
 )
 from lab.rl.env import make_vec_env
-from tests.conftest import (
-    lab,
-    lab_background,
-    lab_sweep,
-    read_metrics,
-    read_summary,
-    wait_for_rows,
-)
+from lab.rl.task import RLTask, build_agent
+from tests.conftest import compose_config, lab, read_summary
 
-# An A3C run long enough to be stopped from outside (it never reaches its budget in a test).
-LONG_A3C = [
-    "agent=a3c",
-    "agent.workers=2",
-    "agent.envs_per_worker=16",
-    "agent.total_steps=10000000",
-    "log_interval=500",
-    "eval.interval=1000",
-    "eval.episodes=2",
-    "logger=none",
-]
-SMALL_A3C = [
-    "agent=a3c",
-    "agent.total_steps=3000",
-    "eval.interval=1000",
-    "eval.episodes=3",
-    "log_interval=500",
-    "checkpoint.interval=1000",
-    "logger=none",
-]
+CPU = Compute(torch.device("cpu"))
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def _workers(pid: int) -> list[int]:
-    return [
-        c
-        for c in _children(pid)
-        if "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()
-    ]
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As the runner sets it (threads=1): torch's default of all cores crawls on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_lstm_state_is_zero_when_a_new_episode_starts():
@@ -136,109 +101,20 @@ def test_sample_actions_draws_from_the_softmax():
         torch.testing.assert_close(freq, probs[row], atol=0.01, rtol=0)
 
 
-def test_a2c_with_lstm_runs(tmp_path):
-    run = tmp_path / "run"
-    result = lab(
-        run,
-        "agent=a2c",
-        "net=lstm",
-        "agent.total_steps=1500",
-        "eval.interval=750",
-        "eval.episodes=2",
-        "log_interval=500",
-        "logger=none",
-    )
-    assert result.returncode == 0, result.stderr
-    assert read_summary(run)["status"] == "completed"
-
-
-def test_a3c_with_one_worker_is_deterministic(tmp_path):
-    rows = []
-    for name in ("a", "b"):
-        run = tmp_path / name
-        result = lab(run, *SMALL_A3C, "agent.workers=1", "seed=3")
-        assert result.returncode == 0, result.stderr
-        rows.append(
-            [
-                {k: v for k, v in r.items() if k != "time" and not k.startswith("perf/")}
-                for r in read_metrics(run)
-            ]
-        )
-    assert len(rows[0]) > 4 and rows[0] == rows[1]
-
-
-@pytest.mark.parametrize("envs", [1, 4])
-def test_a3c_counts_env_steps_exactly_and_runs_lstm(tmp_path, envs):
-    run = tmp_path / "run"
-    result = lab(run, *SMALL_A3C, "agent.workers=2", f"agent.envs_per_worker={envs}", "net=lstm")
-    assert result.returncode == 0, result.stderr
-    # Credits make the counter exact; a worker takes whole vector steps, so a grant may be
-    # overshot by less than one of them (envs - 1 env steps), never more.
-    steps = read_summary(run)["steps"]
-    assert 3000 <= steps < 3000 + envs
-    evals = [r["step"] for r in read_metrics(run) if "eval/return_mean" in r]
-    targets = [1000, 2000, 3000]
-    assert all(0 <= step - t < envs for step, t in zip(evals, targets, strict=True)), evals
-
-
-def test_a3c_worker_killed_fails_the_run_fast_and_leaves_no_process(tmp_path):
-    run = tmp_path / "run"
-    proc = lab_background(run, *LONG_A3C)
-    wait_for_rows(run, 2, proc)
-    workers = _workers(proc.pid)
-    assert len(workers) == 2
-    everyone = _children(proc.pid)
-    os.kill(workers[0], signal.SIGKILL)
-    killed_at = time.monotonic()
-    _, err = proc.communicate(timeout=30)
-    assert time.monotonic() - killed_at < 10
-    assert proc.returncode != 0
-    assert "a3c worker" in err
-    summary = read_summary(run)
-    assert summary["status"] == "failed"
-    assert "a3c worker" in summary["error"] and "SIGKILL" in summary["error"]
-    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]["model"]
-    time.sleep(0.5)
-    assert not [pid for pid in everyone if _alive(pid)]
-
-
-def test_a3c_interrupt_then_resume_continues_the_step_counter(tmp_path):
-    run = tmp_path / "run"
-    proc = lab_background(run, *LONG_A3C)
-    wait_for_rows(run, 3, proc)
-    children = _children(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM
-    interrupted = read_summary(run)
-    assert interrupted["status"] == "interrupted"
-    time.sleep(0.5)
-    assert not [pid for pid in children if _alive(pid)]
-    stopped_at = interrupted["steps"]
-    result = lab(run, f"resume={run}", f"agent.total_steps={stopped_at + 1500}")
-    assert result.returncode == 0, result.stderr
-    resumed = read_summary(run)
-    assert resumed["status"] == "completed"
-    assert 0 <= resumed["steps"] - (stopped_at + 1500) < 16  # less than one vector step over
-    steps = [r["step"] for r in read_metrics(run) if "train/policy_loss" in r]
-    assert steps == sorted(steps) and steps[-1] == resumed["steps"]
-
-
-@pytest.mark.slow
-def test_a3c_with_two_workers_learns_cartpole(tmp_path):
-    run = tmp_path / "run"
-    result = lab(
-        run,
-        "agent=a3c",
-        "agent.workers=2",
-        "seed=0",
-        "stop_on_threshold=true",
-        "logger=none",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    summary = read_summary(run)
-    assert summary["status"] == "solved", summary
+def test_a2c_with_lstm_is_recurrent_and_carries_its_state(tmp_path):
+    seed_everything(0)
+    task = RLTask(compose_config("agent=a2c", "net=lstm", "eval.episodes=2"), CPU)
+    try:
+        model, collector = task.agent.model, task.agent.collector
+        assert model.recurrent and isinstance(model.torso, LSTM) and model.value_torso is None
+        task.train_step(400)
+        h, c = collector.state  # carried from one rollout into the next
+        assert h.shape == c.shape == (8, 128) and h.abs().sum() > 0 and c.abs().sum() > 0
+        weights = task.state_dict(resumable=True)["model"]
+        assert {"torso.cell.weight_ih", "torso.cell.weight_hh"} <= weights.keys()
+        assert task.evaluate(tmp_path)[0]["eval/length_mean"] > 0
+    finally:
+        task.close()
 
 
 @pytest.mark.slow
@@ -263,77 +139,62 @@ def test_torso_sharing_follows_the_observations():
     assert build_actor_critic(mlp, vector, actions, "a2c", "x", True).value_torso is None
 
 
-def _a3c(*overrides: str):
-    from lab.compute import Compute
-    from lab.rl.task import build_agent
-    from tests.conftest import compose_config
+class PlusMinusFive(gym.Env):
+    """Rewards of +5 (action 0) or -5 (action 1); every episode lasts 4 steps."""
 
-    cfg = compose_config("agent=a3c", *overrides)
-    return build_agent(cfg, Compute(torch.device("cpu")))
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, render_mode: str | None = None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(2, np.float32), 5.0 if action == 0 else -5.0, self.t == 4, False, {}
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+gym.register("lab_test/PlusMinusFive-v0", entry_point=PlusMinusFive)
 
 
-def test_idle_a3c_workers_sleep_and_wake_when_granted_steps():
-    agent = _a3c("agent.workers=2")
+class OnlyClippedRewards(gym.vector.VectorWrapper):
+    """Fails the step where an agent gets a reward other than +-1 (0 on an autoreset step)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.resetting = np.zeros(env.num_envs, dtype=bool)
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, infos = self.env.step(actions)
+        expected = np.where(self.resetting, 0.0, 1.0)
+        assert np.array_equal(np.abs(reward), expected), f"the agent got rewards {reward}"
+        self.resetting = terminated | truncated
+        return obs, reward, terminated, truncated, infos
+
+
+@pytest.mark.parametrize("agent", ["a2c", "a3c", "dqn"])
+def test_agents_learn_from_clipped_rewards_and_log_the_games_returns(agent, monkeypatch):
+    module = importlib.import_module(f"lab.rl.{agent}")
+    make = module.make_vec_env  # what the agent steps goes through the check first
+    monkeypatch.setattr(module, "make_vec_env", lambda *a, **k: OnlyClippedRewards(make(*a, **k)))
+    extra = {"a2c": [], "a3c": ["agent.workers=1"], "dqn": ["agent.learning_starts=100"]}
+    cfg = compose_config(
+        f"agent={agent}",
+        "env.id=lab_test/PlusMinusFive-v0",
+        "+env.train_reward_clip=1",
+        *extra[agent],
+    )
+    seed_everything(0)
+    learner = build_agent(cfg, CPU)  # A3C's worker forks with the env and the check in place
     try:
-        updates = agent.learn(1000)["counter/updates"]
-        pids = [p.pid for p in agent.pool.processes]
-        before = [_cpu_seconds(pid) for pid in pids]
-        time.sleep(2.0)  # the main process would evaluate here: the workers should not compete
-        used = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
-        assert max(used) < 0.05, used
-        started = time.monotonic()
-        assert agent.learn(1000)["counter/updates"] > updates
-        assert time.monotonic() - started < 1.0  # and they answer the next grant
+        out = learner.learn(400)
     finally:
-        agent.close()
-
-
-def test_a3c_notices_a_dead_worker_while_the_others_keep_reporting():
-    from lab.rl.workers import WorkerFailed
-
-    agent = _a3c("agent.workers=2")
-    try:
-        agent.learn(10)  # starts the workers; afterwards both are idle, holding no credits
-        workers = list(agent.pool.processes)
-        idle = workers[0]
-        os.kill(idle.pid, signal.SIGKILL)
-        idle.join(timeout=5)
-        started = time.monotonic()
-        with pytest.raises(WorkerFailed, match=r"worker 0 died .*SIGKILL"):
-            agent.learn(200_000)  # the survivor alone would take minutes and hide the death
-        assert time.monotonic() - started < 5
-    finally:
-        agent.close()
-    assert not any(p.is_alive() for p in workers)
-
-
-def test_a3c_workers_started_by_a_forkserver_train(tmp_path):
-    # A forkserver is the workers' OS parent: they must still know the main process is alive.
-    run = tmp_path / "run"
-    result = lab(run, *SMALL_A3C, "agent.workers=2", "agent.start_method=forkserver")
-    assert result.returncode == 0, result.stderr
-    assert read_summary(run)["status"] == "completed"
-    assert "(forkserver)" in (run / "lab.log").read_text()
-
-
-def test_every_job_of_a_sweep_forks_its_workers(tmp_path):
-    # The first job's progress bar must leave no thread behind that would force a forkserver.
-    sweep = tmp_path / "sweep"
-    result = lab_sweep(sweep, *SMALL_A3C, "agent.total_steps=1000", "agent.workers=1", "seed=0,1")
-    assert result.returncode == 0, result.stderr
-    for job in ("0", "1"):
-        assert "a3c: 1 workers x 16 envs (fork)" in (sweep / job / "lab.log").read_text()
-
-
-def test_envs_per_worker_defaults_to_16_for_vectors_and_1_for_images():
-    from gymnasium import spaces
-
-    from lab.rl.a3c import default_envs_per_worker
-
-    assert default_envs_per_worker(spaces.Box(-1, 1, (4,))) == 16
-    assert default_envs_per_worker(spaces.Box(0, 255, (4, 84, 84), dtype="uint8")) == 1
+        learner.close()
+    assert out["counter/updates"] > 0
+    assert set(out["rollout/episode_length"]) == {4.0}
+    returns = out["rollout/episode_return"]  # sums of +-5: the game's score, not the clipped one
+    assert set(returns) <= {-20.0, -10.0, 0.0, 10.0, 20.0} and max(map(abs, returns)) >= 10
