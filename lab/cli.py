@@ -1,7 +1,6 @@
 """``python -m lab``: Hydra composes the config, the runner trains; bad input is one line."""
 
 import logging
-import math
 import shutil
 import sys
 import warnings
@@ -22,6 +21,10 @@ from lab.errors import ConfigError
 # launcher workers, which import this module to run a job, are quiet too.
 warnings.filterwarnings("ignore", message=r"(?s).*automatic_schema_matching")
 EXIT_CONFIG = 2
+# What a failed job returns to the sweeper. The Optuna sweeper marks a trial whose value is not
+# a number as failed and goes on (up to max_failure_rate); a NaN instead crashed the whole
+# sweep in its study.tell (hydra-optuna-sweeper 1.3 with optuna 2.10).
+FAILED_TRIAL = None
 log = logging.getLogger("lab")
 
 
@@ -105,10 +108,10 @@ def task_function(cfg: DictConfig) -> float | None:
     except Exception as e:  # isolation: this job failed, the others must still run
         log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(e).__name__, e)
         sweep.record_failure(cfg, run_dir, e)
-        return math.nan  # Optuna marks a NaN trial as failed and goes on
+        return FAILED_TRIAL
     if summary.status == "interrupted":  # Ctrl-C or SIGTERM stops the whole sweep
         sys.exit(summary.exit_code)
-    return objective(cfg, summary.metrics) if summary.status != "failed" else math.nan
+    return objective(cfg, summary.metrics) if summary.status != "failed" else FAILED_TRIAL
 
 
 def objective(cfg: DictConfig, metrics: dict) -> float | None:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,14 +32,29 @@ def test_a_2x2_multirun_writes_four_summaries(tmp_path):
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    # Each job's lab.log records its process id and the time of every line.
+    log_format = "hydra.job_logging.formatters.simple.format='%(process)d %(created)f %(message)s'"
     result = lab_sweep(
-        tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY_DQN
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "seed=0,1",
+        log_format,
+        *TINY_DQN,
     )
     assert result.returncode == 0, result.stderr
     jobs = _job_dirs(tmp_path)
     assert [read_summary(j)["seed"] for j in jobs] == [0, 1]
-    launcher = yaml.safe_load((tmp_path / "multirun.yaml").read_text())["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("JoblibLauncher") and launcher["n_jobs"] == 2
+    spans = {}
+    for job in jobs:
+        lines = [line.split(" ", 2) for line in (job / "lab.log").read_text().splitlines()]
+        pids = {int(pid) for pid, _, _ in lines}
+        assert len(pids) == 1, pids
+        times = [float(created) for _, created, _ in lines]
+        spans[pids.pop()] = (min(times), max(times))
+    assert len(spans) == 2 and os.getpid() not in spans  # two worker processes, not the sweep's
+    (start_a, end_a), (start_b, end_b) = spans.values()
+    assert start_a < end_b and start_b < end_a, spans  # the two runs overlapped in time
 
 
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
@@ -89,6 +105,28 @@ def test_optuna_preset_runs_three_trials_and_records_the_best(tmp_path):
         "agent.batch_size",
     }
     assert 1e-4 <= best["best_params"]["agent.lr"] <= 3e-3
+
+
+def test_optuna_marks_failed_trials_failed_and_goes_on(tmp_path):
+    # n_step=0 is refused by DQN: about half the trials fail, the search must not.
+    result = lab_sweep(
+        tmp_path,
+        "hparams_search=dqn_cartpole",
+        "hydra.sweeper.n_trials=6",
+        'hydra.sweeper.params={agent.n_step:"choice(0, 3)"}',
+        *TINY_DQN,
+    )
+    assert result.returncode == 1, result.stderr  # a sweep with failed jobs ends non-zero
+    summaries = [read_summary(j) for j in _job_dirs(tmp_path)]
+    assert len(summaries) == 6  # every trial ran: a failure did not stop the search
+    failed = [s for s in summaries if s["status"] == "failed"]
+    completed = [s for s in summaries if s["status"] == "completed"]
+    assert failed and completed and len(failed) + len(completed) == 6
+    assert all("agent.n_step=0" in s["error"] for s in failed)
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert best["best_params"]["agent.n_step"] == 3
+    assert best["best_value"] == max(s["metrics"]["eval/return_mean"] for s in completed)
+    assert "Failed experiment" in result.stderr + result.stdout  # Optuna saw them as failed
 
 
 def test_optuna_database_storage_is_refused_up_front(tmp_path):
