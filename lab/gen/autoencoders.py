@@ -70,7 +70,7 @@ class Autoencoder(GenerativeModel):
     def update(self, batches: Batches) -> dict[str, torch.Tensor]:
         terms = self.terms(batches())
         self._step(terms["loss"], "model")
-        return {f"train/{k}": v for k, v in terms.items()}
+        return {f"train/{k}": v.detach() for k, v in terms.items()}
 
     @torch.no_grad()
     def held_out(self, x: torch.Tensor) -> dict[str, float]:

@@ -118,13 +118,14 @@ class GAN(GenerativeModel):
         D.requires_grad_(True)
         if self.ema is not None:
             self.ema.update_parameters(self.nets["generator"])
-        return {
+        metrics = {
             "train/d_loss": d_loss,
             "train/g_loss": g_loss,
             "train/d_real": d_real.mean(),
             "train/d_fake": d_fake.mean(),
             **d_metrics,
         }
+        return {key: value.detach() for key, value in metrics.items()}
 
 
 class WGANGP(GAN):

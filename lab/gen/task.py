@@ -70,7 +70,7 @@ class GenTask:
         counting = _CountingBatches(self.batches)
         for _ in range(budget):
             for key, value in self.model.update(counting).items():
-                totals[key] = totals.get(key, 0) + value.detach()
+                totals[key] = totals.get(key, 0) + value
             self.step += 1
         self.images += counting.images
         # One device sync per call, not one per update.
