@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lab import sweep
+from lab import overrides, sweep
 from lab.config import CONF_DIR
 from lab.errors import ConfigError
 
@@ -131,6 +131,8 @@ def main() -> None:
         check_group_choices(argv)
         if any(arg.startswith("resume=") and arg != "resume=null" for arg in argv):
             argv = resume_overrides(argv)
+        if "--help" not in argv and "-h" not in argv:
+            overrides.check_keys_and_types(argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)

@@ -1,6 +1,8 @@
 """Checks on the composed config that Hydra cannot make, each a one-line ConfigError."""
 
-from collections.abc import Iterator
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -90,14 +92,64 @@ def require_positive(group: str = "agent", /, **values: float) -> None:
             raise ConfigError(f"{group}.{key}={value}: must be > 0")
 
 
-def instantiate(node: DictConfig, **kwargs):
-    """``hydra.utils.instantiate`` that lets a ConfigError raised by the target through."""
+# What users of other libraries (SB3, PyTorch) call a key that lab spells its own way.
+ALIASES = {
+    "learning_rate": "lr",
+    "ent_coef": "entropy_coef",
+    "vf_coef": "value_coef",
+    "n_envs": "num_envs",
+    "n_steps": "t_max",
+    "n_timesteps": "total_steps",
+    "timesteps": "total_steps",
+    "steps": "total_steps",
+    "tau": "target_tau",
+    "target_update_interval": "target_interval",
+    "exploration_fraction": "eps_fraction",
+    "exploration_final_eps": "eps_end",
+}
+
+
+def closest(name: str, names: Iterable[str]) -> list[str]:
+    """The keys a misspelled ``name`` most likely meant: its lab spelling, then look-alikes."""
+    names = list(names)
+    alias = ALIASES.get(name)
+    first = [alias] if alias in names else []
+    looks = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    return first + [c for c in looks if c != alias]
+
+
+def check_keywords(target: Callable, group: str, given: Iterable[str]) -> None:
+    """Every ``<group>.<key>`` given is a parameter of ``target``: a key the object would not
+    take (``+agent.learning_rate=...``) is one line naming the closest ones, not a traceback."""
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in given:
+        if key not in params:
+            close = closest(key, params)
+            hint = " or ".join(f"{group}.{c}" for c in close)
+            hint = f"did you mean {hint}?" if close else f"it takes: {', '.join(params)}"
+            raise ConfigError(f"{group}.{key}: {target.__name__} takes no such key; {hint}")
+
+
+def instantiate(node: DictConfig, group: str = "", **kwargs):
+    """``hydra.utils.instantiate`` that checks the node's keys against its target first and
+    lets a ConfigError raised by the target through."""
     import hydra
     from hydra.errors import InstantiationException
 
+    target = hydra.utils.get_class(node._target_) if "_target_" in node else None
+    if target is not None:
+        keys = [k for k in node if not str(k).startswith("_")]
+        check_keywords(target, group or _group_of(node), [*keys, *kwargs])
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as e:
         if isinstance(e.__cause__, ConfigError):
             raise e.__cause__ from None
         raise
+
+
+def _group_of(node: DictConfig) -> str:
+    """``net``, ``dataset``, ``agent.optimizer``: where the node sits in the config."""
+    return node._get_full_key(None) or "config"

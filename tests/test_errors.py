@@ -12,6 +12,22 @@ BAD_INPUTS = {
     "model with a net": (["model=vae", "net=mlp"], ["model=vae", "net", "model.width"]),
     "agent with a dataset": (["agent=dqn", "+dataset=digits"], ["dataset", "model="]),
     "no steps": (["agent.total_steps=0"], ["agent.total_steps=0", "positive"]),
+    "misspelled key": (
+        ["agent.learning_rate=1e-3"],
+        ["agent.learning_rate", "did you mean agent.lr "],
+    ),
+    "added key the agent does not take": (
+        ["+agent.learning_rate=1e-3"],
+        ["agent.learning_rate", "DQN", "agent.lr"],
+    ),
+    "added key the net does not take": (["+net.hiden_sizes=[8]"], ["MLP", "net.hidden_sizes?"]),
+    "SB3's own key at the wrong level": (
+        ["agent=sb3_ppo", "agent.ent_coef=0.1"],
+        ["agent.hyperparams.ent_coef?"],
+    ),
+    "a word for a number": (["agent.lr=abc"], ["agent.lr=abc", "number", "0.001"]),
+    "a number for a switch": (["eval.video=3"], ["eval.video=3", "true or false"]),
+    "unreadable override": (["agent.lr=[1,2"], ["cannot read the overrides"]),
     "unknown gymnasium id": (["env.id=NoSuchEnv-v0"], ["env.id=NoSuchEnv-v0"]),
     "dqn on continuous actions": (["env.id=Pendulum-v1"], ["discrete", "Pendulum-v1"]),
     "nature_cnn on vector observations": (["net=nature_cnn"], ["net=nature_cnn", "net=mlp"]),

@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lab.compute import Compute
+from lab.config import check_keywords
 from lab.rl.agent import Agent, AgentContext
 from lab.rl.env import check_env_id
 from lab.rl.evaluate import Evaluator
@@ -28,6 +29,7 @@ def build_agent(cfg: DictConfig, compute: Compute) -> Agent:
         total_steps=int(cfg.agent.total_steps),
     )
     hyperparameters = {k: v for k, v in cfg.agent.items() if k not in CONTEXT_KEYS}
+    check_keywords(agent_cls, "agent", hyperparameters)
     return agent_cls(ctx, **hyperparameters)
 
 
