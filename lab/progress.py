@@ -26,18 +26,17 @@ class MetricWindow:
         self.values: dict[str, list[float]] = defaultdict(list)
         self.counters: dict[str, float] = {}
         self.start_counters: dict[str, float] = {}
-        self.start_step: int | None = None
+        self.start_step = 0
         self.start_time = 0.0
         self.headline: float | None = None
-        self.rate = 0.0  # env steps/s over the current window, for the progress bar
 
-    def seed_counters(self, counters: dict[str, float]) -> None:
-        """The counters' values before the first ``add``, so the first row's rates are right."""
+    def begin(self, step: int, elapsed: float, counters: dict[str, float]) -> None:
+        """Where the first window starts: before the first ``train_step``, so its rates are
+        taken over the time that step really took."""
+        self.start_step, self.start_time = step, elapsed
         self.start_counters.update(counters)
 
-    def add(self, metrics: dict, step: int, elapsed: float) -> None:
-        if self.start_step is None:
-            self.start_step, self.start_time = step, elapsed
+    def add(self, metrics: dict) -> None:
         for key, value in metrics.items():
             if key.startswith(COUNTER_PREFIX):
                 self.counters[key] = value
@@ -51,7 +50,6 @@ class MetricWindow:
             value = sum(value) / len(value) if value else None
         if value is not None:
             self.headline = value
-        self.rate = (step - self.start_step) / max(elapsed - self.start_time, 1e-9)
 
     def pending(self) -> bool:
         return bool(self.values)
@@ -64,17 +62,16 @@ class MetricWindow:
             name = key.removeprefix(COUNTER_PREFIX)
             row[f"train/{name}"] = value
             row[f"perf/{name}_per_s"] = (value - self.start_counters[key]) / seconds
-        row[self.step_rate_key] = (step - (self.start_step or step)) / seconds
+        row[self.step_rate_key] = (step - self.start_step) / seconds
         self.values.clear()
         self.start_counters = dict(self.counters)
         self.start_step, self.start_time = step, elapsed
         return row
 
     def postfix(self) -> dict[str, str]:
-        out = {"sps": f"{self.rate:.0f}"}
-        if self.headline is not None:
-            out[self.headline_metric.rsplit("/", 1)[-1]] = f"{self.headline:.4g}"
-        return out
+        if self.headline is None:
+            return {}
+        return {self.headline_metric.rsplit("/", 1)[-1]: f"{self.headline:.4g}"}
 
 
 class ProgressBar:
@@ -94,7 +91,8 @@ class ProgressBar:
         self.last_refresh = 0.0
 
     def update(self, step: int, postfix: dict[str, str]) -> None:
-        self.bar.update(step - self.bar.n)
+        # A last vector step may overshoot the budget: the bar ends at its total all the same.
+        self.bar.update(min(step, self.bar.total) - self.bar.n)
         now = time.monotonic()
         if now - self.last_refresh > 0.5:
             self.bar.set_postfix(postfix | self.extra, refresh=False)

@@ -130,8 +130,8 @@ class Loop:
         self.cfg, self.run_dir, self.task, self.state = cfg, run_dir, task, state
         self.logger, self.compute = logger, compute
         self.window = MetricWindow(task.step_unit, task.headline_metric)
-        self.window.seed_counters(task.counters())
         self.started = time.perf_counter() - state.elapsed
+        self.window.begin(task.step, self.elapsed(), task.counters())
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -146,7 +146,7 @@ class Loop:
                     target = min(
                         state.next_log, state.next_eval, state.next_checkpoint, task.total_steps
                     )
-                    self.window.add(task.train_step(target - task.step), task.step, self.elapsed())
+                    self.window.add(task.train_step(target - task.step))
                     bar.update(task.step, self.window.postfix())
                     if task.step >= state.next_log:
                         self.log_window()

@@ -200,3 +200,19 @@ def test_ctrl_c_ends_interrupted_with_exit_130_and_a_second_stops_at_once(tmp_pa
     assert (written["status"], written["steps"]) == ("interrupted", 35)
     assert _checkpoint(tmp_path / "two", "last.pt")["task"]["step"] == 35
     assert task.closed
+
+
+def test_the_first_row_rates_are_taken_over_the_first_steps(tmp_path, monkeypatch):
+    import time
+
+    class Slow(FakeTask):
+        def train_step(self, budget: int) -> dict:
+            time.sleep(0.05)  # 5 steps (one log interval) and 2 updates in 50 ms
+            return super().train_step(budget)
+
+    _run(monkeypatch, tmp_path, Slow(20, [0.0, 0.0]))
+    rows = [r for r in read_metrics(tmp_path) if "perf/env_steps_per_s" in r]
+    first = rows[0]
+    assert first["step"] == 5
+    assert 20 < first["perf/env_steps_per_s"] < 100, first  # about 5 / 0.05 = 100 at most
+    assert 8 < first["perf/updates_per_s"] < 40, first  # about 2 / 0.05 = 40 at most
