@@ -126,10 +126,20 @@ class VAE(Autoencoder):
     headline_metric = "train/elbo"
     outputs_per_code = 2  # a mean and a log-variance
 
-    def __init__(self, shape, compute: Compute, beta: float = 1.0, **autoencoder):
+    def __init__(
+        self,
+        shape,
+        compute: Compute,
+        z_dim: int = 16,
+        width: int = 64,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        beta: float = 1.0,
+        channels_last: bool = True,
+    ):
         if beta < 0:
             raise ConfigError(f"model.beta={beta}: must be >= 0")
-        super().__init__(shape, compute, **autoencoder)
+        super().__init__(shape, compute, z_dim, width, lr, betas, channels_last)
         self.beta = beta
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

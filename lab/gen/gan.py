@@ -133,20 +133,35 @@ class WGANGP(GAN):
     near 1-Lipschitz by a gradient penalty of weight ``gp_weight``.
 
     The penalty is per image, so the critic normalises per sample (``d_norm=layer`` or
-    ``none``), never over the batch.
+    ``none``), never over the batch. lr, betas, n_critic and gp_weight default to the paper's
+    (Algorithm 1).
     """
 
     headline_metric = "train/wasserstein"
 
     def __init__(
-        self, shape, compute: Compute, gp_weight: float = 10.0, d_norm: str = "layer", **gan
+        self,
+        shape,
+        compute: Compute,
+        z_dim: int = 64,
+        width: int = 64,
+        lr: float = 1e-4,
+        d_lr: float | None = None,
+        betas=(0.0, 0.9),
+        n_critic: int = 5,
+        gp_weight: float = 10.0,
+        d_norm: str = "layer",
+        ema: float | None = 0.999,
+        channels_last: bool = True,
     ):
         if d_norm == "batch":
             raise ConfigError(
                 "model.d_norm=batch with wgan_gp: the gradient penalty is per sample; "
                 "use model.d_norm=layer or none"
             )
-        super().__init__(shape, compute, d_norm=d_norm, **gan)
+        super().__init__(
+            shape, compute, z_dim, width, lr, d_lr, betas, n_critic, d_norm, ema, channels_last
+        )
         self.gp_weight = gp_weight
 
     def discriminator_loss(
