@@ -138,7 +138,7 @@ def instantiate(node: DictConfig, group: str = "", **kwargs):
     import hydra
     from hydra.errors import InstantiationException
 
-    target = hydra.utils.get_class(node._target_) if "_target_" in node else None
+    target = hydra.utils.get_object(node._target_) if "_target_" in node else None
     if target is not None:
         keys = [k for k in node if not str(k).startswith("_")]
         check_keywords(target, group or _group_of(node), [*keys, *kwargs])
