@@ -48,7 +48,8 @@ def test_atari_pong_smoke_run(tmp_path):
         "agent.total_steps=400",
         "agent.num_envs=2",
         "agent.buffer_size=1000",
-        "agent.learning_starts=100",
+        "agent.learning_starts=300",  # 50 updates: enough to smoke-test learning on a CNN
+        "agent.gradient_steps=1",
         "agent.batch_size=8",
         "eval.interval=400",
         "eval.episodes=1",
