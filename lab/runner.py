@@ -61,6 +61,10 @@ class StopSignal:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
+    def requested(self) -> bool:
+        """What a task's ``train_step`` checks after each step (``lab.task.StopCheck``)."""
+        return self.signum is not None
+
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
@@ -146,7 +150,7 @@ class Loop:
                     target = min(
                         state.next_log, state.next_eval, state.next_checkpoint, task.total_steps
                     )
-                    self.window.add(task.train_step(target - task.step))
+                    self.window.add(task.train_step(target - task.step, stop.requested))
                     bar.update(task.step, self.window.postfix())
                     if task.step >= state.next_log:
                         self.log_window()
@@ -156,7 +160,7 @@ class Loop:
                     if task.step >= state.next_checkpoint:
                         state.next_checkpoint += cfg.checkpoint.interval
                         self.save()
-                    if stop.signum is not None:
+                    if stop.requested():
                         status, exit_code = "interrupted", 128 + stop.signum
                         break
                 if status == "completed" and state.last_eval.get("step") != task.step:

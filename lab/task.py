@@ -6,12 +6,19 @@ agent on an environment (``lab/rl/task.py``) and a generative model on a data se
 do, member by member and signature by signature. ``docs/contracts.md`` describes how to add one.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
 
 Family = Literal["rl", "generative"]
 Metrics = dict[str, float | list[float]]  # lists (episode returns) are pooled between log rows
 Media = dict[str, Path]  # W&B key -> file written under the run's media/ directory
+StopCheck = Callable[[], bool]  # True once the run was asked to stop (Ctrl-C, SIGTERM)
+
+
+def never() -> bool:
+    """The stop check of a call that nothing interrupts (tests, benchmarks)."""
+    return False
 
 
 class Task(Protocol):
@@ -32,8 +39,11 @@ class Task(Protocol):
         """Steps taken so far (``step_unit``), restored by ``load_state_dict``."""
         ...
 
-    def train_step(self, budget: int) -> Metrics:
+    def train_step(self, budget: int, stop: StopCheck = never) -> Metrics:
         """Train for about ``budget`` steps (at least one); metrics since the last call.
+
+        Returns early, after the optimizer step (or vector-env step) in progress, once
+        ``stop()`` is true: a signal is honoured within one step, however long the budget.
 
         ``counter/<name>`` entries are cumulative counts: the runner logs them as
         ``train/<name>`` with a rate ``perf/<name>_per_s``.

@@ -15,7 +15,7 @@ from lab import runner
 from lab.compute import Compute
 from lab.rl.agent import Agent
 from lab.rl.task import RLTask
-from lab.task import Task
+from lab.task import Task, never
 from tests.conftest import compose_config, read_metrics
 
 CPU = Compute(torch.device("cpu"))
@@ -44,7 +44,7 @@ def test_the_protocol_helper_catches_a_missing_member_and_a_renamed_parameter():
     class Complete:
         step = updates = 0
 
-        def learn(self, budget): ...
+        def learn(self, budget, stop): ...
         def policy(self): ...
         def state_dict(self, resumable): ...
         def load_state_dict(self, state): ...
@@ -99,7 +99,7 @@ class FakeTask:
         self.signals = signals or (signal.SIGTERM,)  # sent at stop_at, as `kill` or Ctrl-C would
         self.step, self.evaluations, self.closed = 0, 0, False
 
-    def train_step(self, budget: int) -> dict:
+    def train_step(self, budget: int, stop=never) -> dict:
         self.step += budget
         if self.stop_at is not None and self.step >= self.stop_at:
             for signum in self.signals:
@@ -206,9 +206,9 @@ def test_the_first_row_rates_are_taken_over_the_first_steps(tmp_path, monkeypatc
     import time
 
     class Slow(FakeTask):
-        def train_step(self, budget: int) -> dict:
+        def train_step(self, budget: int, stop=never) -> dict:
             time.sleep(0.05)  # 5 steps (one log interval) and 2 updates in 50 ms
-            return super().train_step(budget)
+            return super().train_step(budget, stop)
 
     _run(monkeypatch, tmp_path, Slow(20, [0.0, 0.0]))
     rows = [r for r in read_metrics(tmp_path) if "perf/env_steps_per_s" in r]

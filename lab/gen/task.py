@@ -12,6 +12,7 @@ from lab.gen.data import Batches, ImageData, to_float, upload
 from lab.gen.fid import FIDScorer, build_extractor
 from lab.gen.images import save_grid
 from lab.gen.models import GenerativeModel
+from lab.task import StopCheck, never
 
 EVAL_SEED_OFFSET = 1_000_000  # the fixed latents of evaluations never share training's seed
 GRID = 64  # images in each sample grid
@@ -64,17 +65,21 @@ class GenTask:
         self.step = 0
         self.images = 0  # real images consumed, for perf/images_per_s
 
-    def train_step(self, budget: int) -> dict:
+    def train_step(self, budget: int, stop: StopCheck = never) -> dict:
         self.model.train(True)
         totals: dict[str, torch.Tensor] = {}
         counting = _CountingBatches(self.batches)
-        for _ in range(budget):
+        updates = 0
+        while updates < max(budget, 1):
             for key, value in self.model.update(counting).items():
                 totals[key] = totals.get(key, 0) + value
             self.step += 1
+            updates += 1
+            if stop():
+                break
         self.images += counting.images
         # One device sync per call, not one per update.
-        metrics = {key: value.item() / budget for key, value in totals.items()}
+        metrics = {key: value.item() / updates for key, value in totals.items()}
         return metrics | self.counters()
 
     def counters(self) -> dict[str, int]:

@@ -13,6 +13,7 @@ from lab.rl.actor_critic import (
 )
 from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_vec_env
+from lab.task import StopCheck, never
 
 
 class A2C:
@@ -52,7 +53,7 @@ class A2C:
         self.step = 0
         self.updates = 0
 
-    def learn(self, budget: int) -> dict:
+    def learn(self, budget: int, stop: StopCheck = never) -> dict:
         finished = episode_lists()
         sums: dict[str, float] = {}
         n = 0
@@ -79,6 +80,8 @@ class A2C:
             n += 1
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
+            if stop():
+                break
         out: dict = {k: v / n for k, v in sums.items()} | finished
         out["counter/updates"] = self.updates
         out["train/lr"] = self.optimizer.param_groups[0]["lr"]

@@ -33,6 +33,7 @@ from lab.rl.actor_critic import (
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, episode_lists
 from lab.rl.env import make_env, make_vec_env
 from lab.rl.workers import WorkerLink, WorkerPool, available_cores
+from lab.task import StopCheck, never
 
 log = logging.getLogger("lab")
 
@@ -142,7 +143,7 @@ class A3C:
         )
         log.info("a3c: %d workers x %d envs (%s)", workers, spec.envs, self.pool.start_method)
 
-    def learn(self, budget: int) -> dict:
+    def learn(self, budget: int, stop: StopCheck = never) -> dict:
         """Grant ``budget`` env steps of credit and pool the reports until they are used.
 
         A worker takes whole vector steps (``envs_per_worker`` env steps each), so the last
@@ -154,7 +155,7 @@ class A3C:
         finished = episode_lists()
         sums: dict[str, float] = {}
         n = 0
-        outstanding = budget
+        outstanding, revoked = budget, False
         for report in self.pool.reports():
             outstanding -= report.credits
             self.step += report.transitions
@@ -164,6 +165,9 @@ class A3C:
             for key, value in report.metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
             n += 1
+            if stop() and not revoked:  # no new rollouts; those in flight still report
+                outstanding -= self.pool.revoke()
+                revoked = True
             if outstanding <= 0:
                 break
         out: dict = {k: v / n for k, v in sums.items()} | finished

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from lab.compute import Compute
+from lab.task import StopCheck, never
 
 Policy = Callable[[np.ndarray], np.ndarray]  # a batch of observations -> a batch of actions
 EpisodeLists = dict[str, list[float]]  # rollout/episode_return and rollout/episode_length
@@ -48,8 +49,9 @@ class Agent(Protocol):
         """Optimizer updates made so far."""
         ...
 
-    def learn(self, budget: int) -> dict:
-        """Take about ``budget`` env steps (at least one), learning as it goes.
+    def learn(self, budget: int, stop: StopCheck = never) -> dict:
+        """Take about ``budget`` env steps (at least one), learning as it goes; return early
+        after the update or vector step in progress once ``stop()`` is true.
 
         Returns the metrics since the last call: scalars (``train/...``), the returns and
         lengths of the episodes that finished (lists) and ``counter/updates``.

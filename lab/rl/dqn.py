@@ -20,6 +20,7 @@ from lab.rl.agent import AgentContext, EpisodeLists, Policy, book_episodes, epis
 from lab.rl.env import make_vec_env, require_discrete
 from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
 from lab.rl.returns import double_q_value, linear_schedule, td_target
+from lab.task import StopCheck, never
 
 log = logging.getLogger("lab")
 
@@ -185,7 +186,7 @@ class DQN:
             self.q_target.load_state_dict(self.q.state_dict())
         return loss.detach(), q_mean, grad_norm
 
-    def learn(self, budget: int) -> dict[str, float | list[float]]:
+    def learn(self, budget: int, stop: StopCheck = never) -> dict[str, float | list[float]]:
         """Collect at least one vector step and up to ``budget`` env steps, updating as we go."""
         finished = episode_lists()
         stats, n_updates = torch.zeros(3, device=self.device), 0
@@ -197,6 +198,8 @@ class DQN:
                 for _ in range(self.gradient_steps):
                     stats += torch.stack(self.update())
                     n_updates += 1
+            if stop():
+                break
         metrics: dict[str, float | list[float]] = {"train/epsilon": self.epsilon(), **finished}
         if n_updates:
             loss, q_mean, grad_norm = (stats / n_updates).tolist()

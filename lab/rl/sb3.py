@@ -19,6 +19,7 @@ from lab.nets import ACTIVATIONS
 from lab.rl.agent import AgentContext, Policy
 from lab.rl.env import make_env, require_discrete, reward_clip
 from lab.rl.returns import linear_schedule
+from lab.task import StopCheck, never
 
 NET_KEYS = ("net_arch", "activation_fn", "features_extractor_kwargs")  # owned by the net group
 
@@ -158,7 +159,8 @@ class SB3Agent:
         """Gradient steps as SB3 counts them (PPO: epochs over the rollout)."""
         return int(self.model._n_updates)
 
-    def _callback(self):
+    def _callback(self, stop: StopCheck):
+        """Records SB3's Monitor episodes; ends ``learn`` after the step in progress on a stop."""
         from stable_baselines3.common.callbacks import BaseCallback
 
         episodes = self._episodes
@@ -169,15 +171,15 @@ class SB3Agent:
                     if "episode" in info:
                         episodes["rollout/episode_return"].append(float(info["episode"]["r"]))
                         episodes["rollout/episode_length"].append(float(info["episode"]["l"]))
-                return True
+                return not stop()
 
         return EpisodeRecorder()
 
-    def learn(self, budget: int) -> dict:
+    def learn(self, budget: int, stop: StopCheck = never) -> dict:
         self._episodes.update({"rollout/episode_return": [], "rollout/episode_length": []})
         self.model.learn(
             max(budget, 1),
-            callback=self._callback(),
+            callback=self._callback(stop),
             reset_num_timesteps=not self._started,
             progress_bar=False,
         )

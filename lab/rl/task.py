@@ -10,6 +10,7 @@ from lab.config import check_keywords
 from lab.rl.agent import Agent, AgentContext
 from lab.rl.env import check_env_id
 from lab.rl.evaluate import Evaluator
+from lab.task import StopCheck, never
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes never share seeds with training ones
 CONTEXT_KEYS = ("_target_", "name", "total_steps")  # agent keys that go to AgentContext
@@ -61,8 +62,8 @@ class RLTask:
     def counters(self) -> dict[str, int]:
         return {"counter/updates": self.agent.updates}
 
-    def train_step(self, budget: int) -> dict:
-        return self.agent.learn(budget)
+    def train_step(self, budget: int, stop: StopCheck = never) -> dict:
+        return self.agent.learn(budget, stop)
 
     def evaluate(self, media_dir: Path) -> tuple[dict[str, float], dict[str, Path]]:
         metrics = self.evaluator.run(self.agent.policy())

@@ -6,6 +6,7 @@ messages. The main process's ``WorkerPool`` grants credits, reads the reports, n
 that raised or died, and stops them all. A3C's actor-learners run on it (lab/rl/a3c.py).
 """
 
+import contextlib
 import os
 import queue
 import signal
@@ -159,15 +160,26 @@ class WorkerPool:
         otherwise block the main process for good instead of failing the run. One token per
         worker wakes every sleeper; a token left over only makes a busy worker look once more.
         """
+        with self._credits_lock():
+            self._credits.value = credits
+        for _ in self.processes:
+            self._wake.release()
+
+    def revoke(self) -> int:
+        """Take back the credits no worker has taken yet (a stop); returns how many."""
+        with self._credits_lock():
+            left, self._credits.value = self._credits.value, 0
+        return left
+
+    @contextlib.contextmanager
+    def _credits_lock(self) -> Iterator[None]:
         lock = self._credits.get_lock()
         while not lock.acquire(timeout=POLL_SECONDS):
             self.check()
         try:
-            self._credits.value = credits
+            yield
         finally:
             lock.release()
-        for _ in self.processes:
-            self._wake.release()
 
     def reports(self) -> Iterator[Any]:
         """The workers' reports as they arrive, for as long as the caller reads them.
