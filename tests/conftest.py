@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from lab.config import CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
+torch.set_num_threads(1)  # in-process tests too: one thread per pytest worker (see _cli)
 
 # A budget small enough for a smoke run of DQN on CartPole (a few seconds).
 TINY_DQN = [
@@ -40,7 +41,9 @@ def lab(
 
 def _cli(*args: str) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of a ``python -m lab`` test run (W&B off, unbuffered)."""
-    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    # One torch thread per run: pytest -n 2 runs two tests at once on CI's 2 cores, and two
+    # image runs with every core's threads each slow each other down 10x or more.
+    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return [sys.executable, "-m", "lab", *args], env
 
 
