@@ -118,12 +118,16 @@ def closest(name: str, names: Iterable[str]) -> list[str]:
     return first + [c for c in looks if c != alias]
 
 
-def check_keywords(target: Callable, group: str, given: Iterable[str]) -> None:
+def check_keywords(
+    target: Callable, group: str, given: Iterable[str], supplied: Iterable[str] = ()
+) -> None:
     """Every ``<group>.<key>`` given is a parameter of ``target``: a key the object would not
-    take (``+agent.learning_rate=...``) is one line naming the closest ones, not a traceback."""
+    take (``+agent.learning_rate=...``) is one line naming the closest ones, not a traceback.
+    ``supplied`` are the parameters the caller fills itself (an agent's ``ctx``)."""
     params = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
+    params = {name: p for name, p in params.items() if name not in supplied}
     for key in given:
         if key not in params:
             close = closest(key, params)
@@ -141,7 +145,7 @@ def instantiate(node: DictConfig, group: str = "", **kwargs):
     target = hydra.utils.get_object(node._target_) if "_target_" in node else None
     if target is not None:
         keys = [k for k in node if not str(k).startswith("_")]
-        check_keywords(target, group or _group_of(node), [*keys, *kwargs])
+        check_keywords(target, group or _group_of(node), keys, supplied=kwargs)
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as e:

@@ -28,22 +28,66 @@ def parse(argv: list[str]) -> list:
 
 
 def check_keys_and_types(argv: list[str]) -> None:
-    """Each ``key=value`` names an existing key and keeps the type of a number or a switch."""
+    """Each ``key=value`` names an existing key and keeps the type of a number or a switch;
+    ``+key`` adds a key that is not there yet, ``~key`` removes one that is. A sweep over
+    groups is checked in every combination of its choices."""
     overrides = parse(argv)
-    if any(o.is_sweep_override() for o in overrides if _is_group(o.key_or_group)):
-        return  # a sweep over groups composes differently per job: Hydra checks each one
-    choices = [o.input_line for o in overrides if _is_group(o.key_or_group)]
+    groups = [o for o in overrides if _is_group(o.key_or_group)]
+    values = [o for o in overrides if not (o in groups or o.key_or_group.startswith("hydra"))]
+    combos = _combinations(groups)
+    for choices in combos:
+        cfg = _compose(choices)
+        for o in values:
+            try:
+                _check(cfg, o)
+            except ConfigError as e:
+                where = f" (with {' '.join(choices)})" if len(combos) > 1 else ""
+                raise ConfigError(f"{e}{where}") from None
+    if len(combos) > 1:  # Hydra first composes the config without the sweep, to set it up
+        base = _compose([o.input_line for o in groups if not o.is_sweep_override()])
+        for o in values:
+            plain = not (o.is_add() or o.is_force_add() or o.is_delete())
+            if plain and OmegaConf.select(base, o.key_or_group, default=_ABSENT) is _ABSENT:
+                raise ConfigError(
+                    f"{o.key_or_group}: the default config has no such key, and Hydra composes "
+                    f"it before the sweep: write ++{o.input_line} (add or override)"
+                )
+
+
+def _compose(choices: list[str]) -> DictConfig:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=choices)
-    for o in overrides:
-        key = o.key_or_group
-        if _is_group(key) or key.startswith("hydra") or o.is_add() or o.is_delete():
-            continue
-        current = OmegaConf.select(cfg, key, default=_ABSENT)
-        if current is _ABSENT:
-            raise ConfigError(f"{key}: no such key{_suggest(cfg, key)}")
+        return compose("config", overrides=choices)
+
+
+def _combinations(groups: list) -> list[list[str]]:
+    """Every combination of the group choices (``agent=dqn,a3c env=cartpole``: two)."""
+    combos: list[list[str]] = [[]]
+    for o in groups:
         if not o.is_sweep_override():
-            _check_type(key, current, o.value())
+            options = [o.input_line]
+        elif o.value_type.name == "SIMPLE_CHOICE_SWEEP" or o.value_type.name == "CHOICE_SWEEP":
+            prefix = o.input_line.split("=", 1)[0]
+            options = [f"{prefix}={choice}" for choice in o.sweep_string_iterator()]
+        else:
+            return []  # glob() or range() over options: Hydra checks each job itself
+        combos = [[*combo, option] for combo in combos for option in options]
+    return combos
+
+
+def _check(cfg: DictConfig, o) -> None:
+    key = o.key_or_group
+    current = OmegaConf.select(cfg, key, default=_ABSENT)
+    if o.is_force_add():
+        return  # ++key: add or override, whichever applies
+    if o.is_add():
+        if current is not _ABSENT:
+            raise ConfigError(f"+{key}: {key} exists already; set it without the +: {key}=...")
+        return  # checked by the object it reaches (lab.config.check_keywords)
+    if current is _ABSENT:
+        what = f"~{key}" if o.is_delete() else key
+        raise ConfigError(f"{what}: no such key{_suggest(cfg, key)}")
+    if not o.is_delete() and not o.is_sweep_override():
+        _check_type(key, current, o.value())
 
 
 def _is_group(key: str) -> bool:

@@ -129,6 +129,21 @@ def test_optuna_marks_failed_trials_failed_and_goes_on(tmp_path):
     assert "Failed experiment" in result.stderr + result.stdout  # Optuna saw them as failed
 
 
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["agent=dqn,a3c", "agent.workers=2"], ["agent.workers", "agent=dqn"]),
+        (["agent=a3c,a2c", "agent.t_max=3"], ["agent.t_max", "++agent.t_max=3"]),
+    ],
+)
+def test_a_sweep_over_groups_checks_its_keys_in_every_combination(tmp_path, overrides, needles):
+    from tests.conftest import assert_one_line_error
+
+    result = lab_sweep(tmp_path / "sweep", *overrides, "logger=none")
+    assert_one_line_error(result, *needles)
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_optuna_database_storage_is_refused_up_front(tmp_path):
     result = lab_sweep(
         tmp_path, "hparams_search=dqn_cartpole", "hydra.sweeper.storage=sqlite:///x.db"

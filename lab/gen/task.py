@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from lab.compute import Compute
-from lab.config import instantiate
+from lab.config import check_keywords, instantiate
 from lab.gen.data import Batches, ImageData, to_float, upload
 from lab.gen.fid import FIDScorer, build_extractor
 from lab.gen.images import save_grid
@@ -26,6 +26,7 @@ def build_model(
     # By hand rather than instantiate, which would turn `compute` into a config node.
     model_cls = hydra.utils.get_class(model_cfg._target_)
     hyperparameters = {k: v for k, v in model_cfg.items() if k not in RUN_KEYS}
+    check_keywords(model_cls, "model", hyperparameters, supplied=("shape", "compute"))
     return model_cls(shape=shape, compute=compute, **hyperparameters)
 
 

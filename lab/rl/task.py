@@ -30,7 +30,7 @@ def build_agent(cfg: DictConfig, compute: Compute) -> Agent:
         total_steps=int(cfg.agent.total_steps),
     )
     hyperparameters = {k: v for k, v in cfg.agent.items() if k not in CONTEXT_KEYS}
-    check_keywords(agent_cls, "agent", hyperparameters)
+    check_keywords(agent_cls, "agent", hyperparameters, supplied=("ctx",))
     return agent_cls(ctx, **hyperparameters)
 
 
