@@ -124,3 +124,86 @@ def test_sb3_learns_from_clipped_rewards_and_logs_the_game_score():
         assert returns and returns == lengths  # the logged return is the game's: 1 a step
     finally:
         task.close()
+
+
+# rl-zoo3's tuned CartPole-v1 settings (hyperparams/<algo>.yml), as SB3 must end up using them.
+ZOO = {
+    "sb3_dqn": {
+        "n_envs": 1,
+        "learning_rate": 2.3e-3,
+        "batch_size": 64,
+        "buffer_size": 100_000,
+        "learning_starts": 1000,
+        "gamma": 0.99,
+        "target_update_interval": 10,
+        "train_freq": 256,
+        "gradient_steps": 128,
+        "exploration_fraction": 0.16,
+        "exploration_final_eps": 0.04,
+        "net_arch": [256, 256],
+    },
+    "sb3_a2c": {"n_envs": 8, "learning_rate": 7e-4, "ent_coef": 0.0, "n_steps": 5, "gamma": 0.99},
+    "sb3_ppo": {
+        "n_envs": 8,
+        "learning_rate": 1e-3,  # lin_1e-3: this at the start, half of it halfway, 0 at the end
+        "n_steps": 32,
+        "batch_size": 256,
+        "gae_lambda": 0.8,
+        "gamma": 0.98,
+        "n_epochs": 20,
+        "ent_coef": 0.0,
+        "clip_range": 0.2,  # lin_0.2
+    },
+}
+
+
+@pytest.mark.parametrize("agent", sorted(ZOO))
+def test_sb3_agents_use_the_zoo_settings_they_claim(agent):
+    task = _sb3_task(f"agent={agent}")
+    model = task.agent.model
+    try:
+        for key, value in ZOO[agent].items():
+            if key == "net_arch":
+                assert _linear_widths(model.q_net)[:-1] == value
+            elif key == "train_freq":
+                assert (model.train_freq.frequency, model.train_freq.unit.value) == (value, "step")
+            elif key == "learning_rate":
+                assert model.lr_schedule(1.0) == pytest.approx(value)
+            elif key == "clip_range":
+                assert model.clip_range(1.0) == pytest.approx(value)
+            elif key == "n_envs":
+                assert model.n_envs == value
+            else:
+                assert getattr(model, key) == pytest.approx(value), key
+        if agent == "sb3_ppo":  # the linear schedules run over the whole budget, not a chunk
+            model.num_timesteps = task.total_steps // 2
+            assert model.lr_schedule(1.0) == pytest.approx(5e-4)
+            assert model.clip_range(1.0) == pytest.approx(0.1)
+    finally:
+        task.close()
+
+
+LEARNS = {  # agent: (env steps the shipped settings need on seed 0, measured, with margin)
+    "sb3_a2c": 60_000,
+    "sb3_ppo": 60_000,
+    "sb3_dqn": 50_000,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent", sorted(LEARNS))
+def test_sb3_agents_learn_cartpole(tmp_path, agent):
+    run = tmp_path / "run"
+    result = lab(
+        run,
+        f"agent={agent}",
+        f"agent.total_steps={LEARNS[agent]}",
+        "logger=none",
+        "seed=0",
+        "stop_on_threshold=true",
+        "eval.interval=5000",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(run)
+    assert summary["status"] == "solved", summary
+    assert summary["best"]["eval/return_mean"] >= 475
