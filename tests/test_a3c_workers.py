@@ -19,15 +19,15 @@ UNIT = 4  # credits per chunk a toy worker takes
 
 
 def take_and_report(link: WorkerLink, failing: int | None = None) -> None:
-    """Take up to 3 chunks of credits at a time and report them; worker ``failing`` raises on
-    its first credit instead."""
+    """Take up to 3 chunks of credits at a time and report them; worker ``failing`` raises at
+    once (were it to wait for credits, the other worker might take them all)."""
+    if link.wid == failing:
+        raise ValueError("broken on purpose")
     while link.running():
         chunks, taken = link.take(3, UNIT)
         if chunks == 0:
             link.sleep()
             continue
-        if link.wid == failing:
-            raise ValueError("broken on purpose")
         link.report((chunks * UNIT, taken))
 
 
@@ -101,7 +101,7 @@ def test_a_worker_that_raised_and_exited_is_reported_with_its_error_not_as_dead(
     pool = _pool(failing=1)
     try:
         pool.grant(1000)
-        pool.processes[1].join(timeout=10)
+        pool.processes[1].join(timeout=5)
         assert pool.processes[1].exitcode == 1
         with pytest.raises(
             WorkerFailed, match=r"toy worker 1 raised: ValueError: broken on purpose"

@@ -24,6 +24,7 @@ from lab.errors import ConfigError
 POLL_SECONDS = 0.2  # how often the main process looks at its workers while it waits
 IDLE_SECONDS = 0.1  # how long an idle worker sleeps before it looks at `stop` and the main process
 CLOSE_SECONDS = 2.0  # how long close() waits for the workers before it kills them
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the main process's: workers ignore them
 
 
 class WorkerFailed(RuntimeError):
@@ -96,8 +97,9 @@ class WorkerLink:
 
 def _worker_main(link: WorkerLink, target: Callable[..., None], args: tuple) -> None:
     """A worker process. Signals go to the main process, which stops the workers itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by WorkerPool.__init__
     torch.set_num_threads(1)  # one worker per core
     try:
         target(link, *args)
@@ -136,18 +138,25 @@ class WorkerPool:
         self._reports = ctx.Queue()
         self._stop = ctx.Event()
         self.processes: list = []
-        for wid in range(workers):
-            link = WorkerLink(
-                wid, self._credits, self._taken, self._wake, self._reports, self._stop
-            )
-            process = ctx.Process(
-                target=_worker_main,
-                name=f"lab-{name}-worker-{wid}",
-                daemon=True,
-                args=(link, target, args),
-            )
-            process.start()
-            self.processes.append(process)
+        # A worker ignores SIGINT and SIGTERM from its first line on, but one that came before
+        # killed it (a Ctrl-C as the run starts: 4 and 13 of 80 workers signalled at once
+        # died, 0 since): the signals stay blocked from before the start until it ignores them.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for wid in range(workers):
+                link = WorkerLink(
+                    wid, self._credits, self._taken, self._wake, self._reports, self._stop
+                )
+                process = ctx.Process(
+                    target=_worker_main,
+                    name=f"lab-{name}-worker-{wid}",
+                    daemon=True,
+                    args=(link, target, args),
+                )
+                process.start()
+                self.processes.append(process)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def set_taken(self, taken: int) -> None:
         """Restart the workers' clock (``WorkerLink.take``) at ``taken``, as on a resume."""
