@@ -7,7 +7,7 @@ from collections import defaultdict
 from tqdm import tqdm
 
 # No monitor thread (it only tunes refresh rates): a process with one thread can fork its A3C
-# workers safely, also in the second job of a sweep (lab/rl/a3c.py, choose_start_method).
+# workers safely, also in the second job of a sweep (lab/rl/workers.py, choose_start_method).
 tqdm.monitor_interval = 0
 
 COUNTER_PREFIX = "counter/"  # cumulative counts a task reports; logged as train/<name> and a rate
