@@ -4,6 +4,7 @@ returns on one learner stepping a Gymnasium vector env. Hyperparameters: conf/ag
 
 from lab.config import instantiate
 from lab.rl.actor_critic import (
+    LossSettings,
     RolloutCollector,
     actor_critic_loss,
     annealed_lr,
@@ -46,8 +47,8 @@ class A2C:
         self.model.to(self.device)
         self.optimizer = instantiate(optimizer)(self.model.parameters())
         self.collector = RolloutCollector(self.envs, ctx.seed, self.device)
-        self.t_max, self.gamma, self.gae_lambda = t_max, gamma, gae_lambda
-        self.value_coef, self.entropy_coef = value_coef, entropy_coef
+        self.t_max = t_max
+        self.loss = LossSettings(gamma, gae_lambda, value_coef, entropy_coef)
         self.max_grad_norm, self.lr, self.lr_anneal = max_grad_norm, lr, lr_anneal
         self.total_steps = ctx.total_steps
         self.step = 0
@@ -61,14 +62,7 @@ class A2C:
         while self.step < end:
             rollout, transitions = self.collector.collect(self.model, self.t_max, finished)
             with self.compute.autocast():
-                loss, metrics = actor_critic_loss(
-                    self.model,
-                    rollout,
-                    self.gamma,
-                    self.gae_lambda,
-                    self.value_coef,
-                    self.entropy_coef,
-                )
+                loss, metrics = actor_critic_loss(self.model, rollout, *self.loss)
             lr = annealed_lr(self.lr, self.lr_anneal, self.step, self.total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

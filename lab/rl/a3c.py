@@ -22,6 +22,7 @@ from lab.config import instantiate
 from lab.errors import ConfigError
 from lab.rl.actor_critic import (
     ActorCritic,
+    LossSettings,
     RolloutCollector,
     actor_critic_loss,
     annealed_lr,
@@ -36,15 +37,6 @@ from lab.rl.workers import WorkerLink, WorkerPool, available_cores
 from lab.task import StopCheck, never
 
 log = logging.getLogger("lab")
-
-
-class LossSettings(NamedTuple):
-    """``actor_critic_loss``'s settings, in its argument order."""
-
-    gamma: float
-    gae_lambda: float | None  # None: n-step returns (the paper); else GAE(λ)
-    value_coef: float
-    entropy_coef: float
 
 
 @dataclass(frozen=True, kw_only=True)

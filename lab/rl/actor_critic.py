@@ -176,6 +176,15 @@ class RolloutCollector:
         return rollout, transitions
 
 
+class LossSettings(NamedTuple):
+    """``actor_critic_loss``'s settings, in its argument order (A2C and A3C keep one)."""
+
+    gamma: float
+    gae_lambda: float | None  # None: n-step returns (the paper); else GAE(λ)
+    value_coef: float
+    entropy_coef: float
+
+
 def policy_terms(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log π(a|s) of the taken actions and the policy's entropy, for a (T, N, A) batch."""
     log_p = torch.log_softmax(logits, dim=-1)
