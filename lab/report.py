@@ -2,8 +2,11 @@
 
 Reads every run under DIR (a folder with ``summary.json`` or ``metrics.jsonl``), groups runs
 that differ only by seed, and writes ``report.md``, ``report.csv``, ``learning_curves.png``
-and ``bars.png`` into DIR (or ``--out``). It prints the markdown table. Runs still going (no
-summary yet) are counted as running; failed runs are listed with their errors.
+and ``bars.png`` into DIR (or ``--out``). It prints the markdown table. The table's columns are
+``COLUMNS``, the one list the markdown, the CSV and the printed table come from: a benchmark
+that needs a column adds it there. Runs still going (no summary yet) are counted as running;
+failed and interrupted runs are counted apart from the finished ones, listed under the table
+and drawn apart from the mean (``lab.report_plots``).
 """
 
 import argparse
@@ -12,12 +15,18 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from lab.report_plots import plot
+
 IGNORED_OVERRIDES = ("seed=", "hydra.", "resume=")
+ENDED = ("completed", "solved")  # a run whose last evaluation is its final one
+CUT_SHORT = ("failed", "interrupted")  # stopped before its budget: marked, never averaged
+NOTHING_REACHED = "No run reached its threshold: bars.png has no time-to-threshold panel."
 
 
 @dataclass
@@ -30,6 +39,14 @@ class Run:
     @property
     def status(self) -> str:
         return self.summary["status"] if self.summary else "running"
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    @property
+    def cut_short(self) -> bool:
+        return self.status in CUT_SHORT
 
     @property
     def metric(self) -> str | None:
@@ -61,30 +78,103 @@ class Group:
         return next((r.metric for r in self.runs if r.metric), None)
 
     def finished(self) -> list[Run]:
-        return [r for r in self.runs if r.status not in ("failed", "running")]
+        """The runs that ended (completed or solved): those the final metric is judged on."""
+        return [r for r in self.runs if r.ended]
+
+    def finals(self) -> list[float]:
+        metric = self.metric
+        return [v for r in self.finished() if metric and (v := r.final(metric)) is not None]
+
+    def solved(self) -> list[Run]:
+        return [r for r in self.finished() if r.reached()[1] is not None]
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.runs)
 
     def stats(self) -> dict:
-        metric, done = self.metric, self.finished()
-        finals = [v for r in done if metric and (v := r.final(metric)) is not None]
-        solved = [r for r in done if r.reached()[1] is not None]
-        return {
-            "group": self.label,
-            "metric": metric or "",
-            "runs": len(self.runs),
-            "failed": sum(r.status == "failed" for r in self.runs),
-            "running": sum(r.status == "running" for r in self.runs),
-            "solved": len(solved),
-            "final_median": _median(finals),
-            "final_mean": statistics.fmean(finals) if finals else None,
-            "final_std": statistics.stdev(finals) if len(finals) > 1 else (0.0 if finals else None),
-            "time_to_threshold_median": _median([r.reached()[0] for r in solved]),
-            "steps_to_threshold_median": _median([r.reached()[1] for r in solved]),
-            "wall_median": _median([r.summary["wall_seconds"] for r in done]),
-        }
+        """The group's row of the table: every column of ``COLUMNS`` by its key."""
+        return {column.key: column.value(self) for column in COLUMNS}
 
 
 def _median(values: list) -> float | None:
     return statistics.median(values) if values else None
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, int | str):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the table: its CSV key, its markdown heading, how a group fills it.
+
+    ``title=None`` keeps a column to the CSV (its value shows inside another column's cell);
+    ``cell`` writes the markdown cell from the group's whole row when one value is not enough.
+    """
+
+    key: str
+    title: str | None
+    value: Callable[[Group], object]
+    digits: int = 4
+    cell: Callable[[dict], str] | None = None
+
+    def text(self, row: dict) -> str:
+        return self.cell(row) if self.cell else _fmt(row[self.key], self.digits)
+
+
+def _solved_cell(row: dict) -> str:
+    finished = row["runs"] - row["failed"] - row["interrupted"] - row["running"]
+    return f"{row['solved']}/{finished}"
+
+
+def _mean_std_cell(row: dict) -> str:
+    if row["final_mean"] is None:
+        return "—"
+    return f"{_fmt(row['final_mean'])} ± {_fmt(row['final_std'], 2)}"
+
+
+def _std(values: list[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+
+
+COLUMNS = [
+    Column("group", "group", lambda g: g.label),
+    Column("metric", "metric", lambda g: g.metric or ""),
+    Column("runs", "runs", lambda g: len(g.runs)),
+    Column("solved", "solved", lambda g: len(g.solved()), cell=_solved_cell),
+    Column("failed", "failed", lambda g: g.count("failed")),
+    Column("interrupted", "interrupted", lambda g: g.count("interrupted")),
+    Column("running", None, lambda g: g.count("running")),
+    Column("final_median", "final median", lambda g: _median(g.finals())),
+    Column(
+        "final_mean",
+        "final mean ± std",
+        lambda g: statistics.fmean(f) if (f := g.finals()) else None,
+        cell=_mean_std_cell,
+    ),
+    Column("final_std", None, lambda g: _std(g.finals())),
+    Column(
+        "time_to_threshold_median",
+        "median time-to-threshold (s)",
+        lambda g: _median([r.reached()[0] for r in g.solved()]),
+        digits=3,
+    ),
+    Column(
+        "steps_to_threshold_median",
+        "median steps-to-threshold",
+        lambda g: _median([r.reached()[1] for r in g.solved()]),
+    ),
+    Column(
+        "wall_median",
+        "median wall (s)",
+        lambda g: _median([r.summary["wall_seconds"] for r in g.finished()]),
+        digits=3,
+    ),
+]
 
 
 def _job_order(path: Path) -> tuple:
@@ -131,113 +221,34 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return list(groups.values())
 
 
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}g}"
-
-
 def markdown(groups: list[Group], runs: list[Run]) -> str:
-    lines = [
-        "| group | metric | runs | solved | failed | final median | final mean ± std | "
-        "median time-to-threshold (s) | median steps-to-threshold | median wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for group in groups:
-        s = group.stats()
-        finished = s["runs"] - s["failed"] - s["running"]
-        mean_std = (
-            f"{_fmt(s['final_mean'])} ± {_fmt(s['final_std'], 2)}"
-            if s["final_mean"] is not None
-            else "—"
-        )
-        lines.append(
-            f"| {s['group']} | {s['metric'] or '—'} | {s['runs']} | {s['solved']}/{finished} | "
-            f"{s['failed']} | {_fmt(s['final_median'])} | {mean_std} | "
-            f"{_fmt(s['time_to_threshold_median'], 3)} | {_fmt(s['steps_to_threshold_median'])} | "
-            f"{_fmt(s['wall_median'], 3)} |"
-        )
+    """The table (a row per group, the titled ``COLUMNS``) and the notes under it."""
+    shown = [c for c in COLUMNS if c.title]
+    rows = [g.stats() for g in groups]
+    lines = ["| " + " | ".join(c.title for c in shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(c.text(row) for c in shown) + " |" for row in rows]
     failed = [r for r in runs if r.status == "failed"]
+    interrupted = [r for r in runs if r.status == "interrupted"]
     running = [r for r in runs if r.status == "running"]
     if failed:
         lines += ["", f"Failed runs ({len(failed)}):", ""]
         lines += [f"- `{r.path}`: {r.summary.get('error', '?')}" for r in failed]
+    if interrupted:
+        lines += ["", f"Interrupted runs ({len(interrupted)}):", ""]
+        lines += [f"- `{r.path}`: at step {r.summary.get('steps', '?')}" for r in interrupted]
     if running:
         lines += ["", f"Runs without a summary yet (running or killed): {len(running)}", ""]
         lines += [f"- `{r.path}`" for r in running]
+    if not any(row["solved"] for row in rows):
+        lines += ["", NOTHING_REACHED]
     return "\n".join(lines) + "\n"
 
 
 def write_csv(groups: list[Group], path: Path) -> None:
-    rows = [g.stats() for g in groups]
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["group"])
+        writer = csv.DictWriter(f, fieldnames=[c.key for c in COLUMNS])
         writer.writeheader()
-        writer.writerows(rows)
-
-
-def plot(groups: list[Group], out: Path) -> list[Path]:
-    """Learning curves (mean ± std over seeds) and bars of time-to-threshold and final metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    written = []
-    metrics = sorted({g.metric for g in groups if g.metric})
-    if metrics:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-        for ax, metric in zip(axes[0], metrics, strict=True):
-            for group in (g for g in groups if g.metric == metric):
-                runs = [r for r in group.runs if any(metric in row for row in r.rows)]
-                if not runs:
-                    continue
-                curves = [
-                    [(row["step"], row[metric]) for row in r.rows if metric in row] for r in runs
-                ]
-                grid = np.unique(np.concatenate([[s for s, _ in c] for c in curves]))
-                stacked = np.full((len(curves), len(grid)), np.nan)
-                for i, (run, curve) in enumerate(zip(runs, curves, strict=True)):
-                    steps, values = np.array(curve).T
-                    # A run stopped as solved stays at its last value: dropping it from the mean
-                    # would make the curve fall whenever a good seed finishes early.
-                    end = grid[-1] if run.status == "solved" else steps[-1]
-                    inside = (grid >= steps[0]) & (grid <= end)
-                    stacked[i, inside] = np.interp(grid[inside], steps, values)
-                mean, std = np.nanmean(stacked, 0), np.nan_to_num(np.nanstd(stacked, 0))
-                (line,) = ax.plot(grid, mean, label=f"{group.label} (n={len(curves)})")
-                ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-            ax.set(xlabel="step", ylabel=metric, title=f"{metric}: mean ± std over seeds")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(out / "learning_curves.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    stats = [g.stats() for g in groups]
-    if stats:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.6 * len(stats) + 2))
-        labels = [s["group"] for s in stats]
-        y = np.arange(len(stats))
-        for i, group in enumerate(groups):
-            times = [r.reached()[0] for r in group.finished() if r.reached()[0] is not None]
-            left.scatter(times, [i] * len(times), color="k", s=10, zorder=3)
-        left.barh(y, [s["time_to_threshold_median"] or 0 for s in stats], color="tab:blue")
-        left.set(yticks=y, yticklabels=labels, xlabel="seconds", title="median time-to-threshold")
-        right.barh(
-            y,
-            [s["final_mean"] or 0 for s in stats],
-            xerr=[s["final_std"] or 0 for s in stats],
-            color="tab:orange",
-        )
-        right.set(yticks=y, yticklabels=[], xlabel="final metric", title="final metric, mean ± std")
-        fig.tight_layout()
-        written.append(out / "bars.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    return written
+        writer.writerows(g.stats() for g in groups)
 
 
 def report(root: Path, out: Path | None = None) -> str:

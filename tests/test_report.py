@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from lab.report import group_runs, load_runs, report
+import lab.report
+from lab.report import NOTHING_REACHED, Column, group_runs, load_runs, report
+from lab.report_plots import bars, group_curves, learning_curves
 from tests.conftest import ROOT
 
 
@@ -22,27 +25,28 @@ def _run(
     reached: tuple[float, int] | None,
     wall: float = 10.0,
     curve=(),
+    metric: str = "eval/return_mean",
 ) -> None:
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    rows = [{"step": s, "time": s / 100, "eval/return_mean": v} for s, v in curve]
+    rows = [{"step": s, "time": s / 100, metric: v} for s, v in curve]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if status == "running":
         return
     summary = {
         "status": status,
-        "family": "rl",
+        "family": "generative" if metric == "eval/fid" else "rl",
         "algo": "dqn",
         "task": "CartPole-v1",
         "seed": 0,
         "device": "cpu",
-        "steps": 1000,
+        "steps": curve[-1][0] if curve else 1000,
         "wall_seconds": wall,
-        "metrics": {} if final is None else {"eval/return_mean": final},
+        "metrics": {} if final is None else {metric: final},
         "best": {},
         "threshold": {
-            "metric": "eval/return_mean",
+            "metric": metric,
             "value": 475.0,
             "reached_seconds": reached[0] if reached else None,
             "reached_step": reached[1] if reached else None,
@@ -132,8 +136,10 @@ def test_report_on_a_fabricated_sweep(tmp_path):
     assert b["wall_median"] == pytest.approx(40.5)
 
     table = report(tmp_path)
-    assert "| agent=dqn | eval/return_mean | 3 | 3/3 | 0 | 490 | 490 ± 10 | 8 | 800 | 9 |" in table
-    assert "| agent=sb3_dqn | eval/return_mean | 4 | 1/2 | 1 |" in table
+    assert (
+        "| agent=dqn | eval/return_mean | 3 | 3/3 | 0 | 0 | 490 | 490 ± 10 | 8 | 800 | 9 |" in table
+    )
+    assert "| agent=sb3_dqn | eval/return_mean | 4 | 1/2 | 1 | 0 |" in table
     assert "Failed runs (1):" in table and "RuntimeError: boom" in table
     assert "Runs without a summary yet (running or killed): 1" in table
     with (tmp_path / "report.csv").open() as f:
@@ -161,3 +167,122 @@ def test_report_command_prints_the_table_and_rejects_a_missing_dir(tmp_path):
         text=True,
     )
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+
+
+def _groups(root: Path) -> dict:
+    return {g.label: g for g in group_runs(load_runs(root))}
+
+
+@pytest.mark.parametrize(
+    "metric, a, b",
+    [
+        ("eval/return_mean", (0.0, 100.0), (200.0, 300.0)),
+        ("eval/fid", (300.0, 200.0), (100.0, 0.0)),  # lower is better: plotted the same way
+    ],
+)
+def test_seeds_evaluated_at_offset_steps_give_a_mean_without_a_jump(tmp_path, metric, a, b):
+    # Seed 0 evaluates at 2,500 and 5,000, seed 1 at 2,600 and 5,100: each changes by 100 per
+    # 2,500 steps, so a mean that moves faster has switched seeds where one starts or stops.
+    evaluated = {"0": ([2500, 5000], a), "1": ([2600, 5100], b)}
+    for seed, (steps, values) in evaluated.items():
+        curve = list(zip(steps, values, strict=True))
+        _run(
+            tmp_path,
+            seed,
+            [f"seed={seed}"],
+            "completed",
+            values[1],
+            None,
+            curve=curve,
+            metric=metric,
+        )
+    (group,) = _groups(tmp_path).values()
+    curves = group_curves(group, metric)
+    grid, mean = curves.mean.steps, curves.mean.mean
+    assert curves.mean.n == 2 and not curves.apart
+    slope = np.abs(np.diff(mean) / np.diff(grid))
+    assert slope.max() == pytest.approx(100 / 2500)
+    assert grid.tolist() == [2600, 5000]  # where both seeds have evaluated
+    seeds = [np.interp(grid, steps, values) for steps, values in evaluated.values()]
+    np.testing.assert_allclose(mean, np.mean(seeds, axis=0))
+
+
+def test_a_solved_seed_stays_at_its_last_value_in_the_mean(tmp_path):
+    _run(
+        tmp_path, "0", ["seed=0"], "solved", 500.0, (1.0, 1000), curve=[(500, 300.0), (1000, 500.0)]
+    )
+    _run(
+        tmp_path,
+        "1",
+        ["seed=1"],
+        "completed",
+        400.0,
+        None,
+        curve=[(500, 100.0), (1000, 200.0), (2000, 400.0)],
+    )
+    (group,) = _groups(tmp_path).values()
+    mean = group_curves(group, "eval/return_mean").mean
+    assert mean.steps.tolist() == [500, 1000, 2000]
+    assert mean.mean.tolist() == [200.0, 350.0, 450.0]
+
+
+def test_no_time_to_threshold_panel_when_no_run_reached_it(tmp_path):
+    _run(tmp_path, "0", ["seed=0"], "completed", 100.0, None, curve=[(500, 100.0)])
+    table = report(tmp_path)
+    assert NOTHING_REACHED in table and NOTHING_REACHED in (tmp_path / "report.md").read_text()
+    (panel,) = bars(list(_groups(tmp_path).values())).axes
+    assert "time-to-threshold" not in panel.get_title()
+
+    _run(tmp_path, "1", ["seed=1"], "solved", 500.0, (2.0, 200), curve=[(500, 500.0)])
+    assert NOTHING_REACHED not in report(tmp_path)
+    left, _ = bars(list(_groups(tmp_path).values())).axes
+    assert left.get_title() == "median time-to-threshold"
+
+
+def test_a_single_evaluation_is_drawn_as_a_point(tmp_path):
+    _run(tmp_path, "0", ["agent=dqn", "seed=0"], "completed", 42.0, None, curve=[(1000, 42.0)])
+    _run(tmp_path, "1", ["agent=a2c", "seed=0"], "running", None, None, curve=[(1000, 7.0)])
+    lines = learning_curves(list(_groups(tmp_path).values())).axes[0].lines
+    assert sorted(line.get_ydata()[0] for line in lines) == [7.0, 42.0]
+    for line in lines:
+        assert len(line.get_xdata()) == 1 and line.get_marker() not in (None, "None", "")
+
+
+def test_interrupted_runs_are_marked_like_failed_ones(tmp_path):
+    curve = [(500, 100.0), (1000, 200.0), (1500, 300.0)]
+    _run(tmp_path, "0", ["seed=0"], "completed", 300.0, None, curve=curve)
+    _run(tmp_path, "1", ["seed=1"], "completed", 300.0, None, curve=curve)
+    _run(tmp_path, "2", ["seed=2"], "interrupted", 50.0, None, curve=[(500, 50.0)])
+    _run(tmp_path, "3", ["seed=3"], "failed", None, None, curve=[(500, 60.0), (1000, 70.0)])
+    (group,) = _groups(tmp_path).values()
+    row = group.stats()
+    assert (row["runs"], row["failed"], row["interrupted"]) == (4, 1, 1)
+    assert row["final_median"] == 300.0 and row["final_std"] == 0.0  # neither cut run counts
+    table = report(tmp_path)
+    assert "| 4 | 0/2 | 1 | 1 | 300 |" in table
+    assert "Interrupted runs (1):" in table and f"`{tmp_path / '2'}`: at step 500" in table
+    assert "Failed runs (1):" in table
+
+    curves = group_curves(group, "eval/return_mean")
+    assert curves.mean.n == 2 and curves.mean.mean.tolist() == [100.0, 200.0, 300.0]
+    assert sorted(c.run.status for c in curves.apart) == ["failed", "interrupted"]
+    lines = learning_curves([group]).axes[0].lines
+    crossed = [line for line in lines if line.get_marker() == "x"]
+    assert sorted(line.get_ydata()[-1] for line in crossed) == [50.0, 70.0]
+    assert "1 failed, 1 interrupted" in lines[0].get_label()
+
+
+def test_the_column_list_drives_the_markdown_and_the_csv(tmp_path, monkeypatch):
+    _run(tmp_path, "0", ["seed=0"], "completed", 9.0, None, curve=[(500, 3.0), (900, 9.0)])
+    last_step = Column(
+        "last_step_max", "last step", lambda g: max(r.rows[-1]["step"] for r in g.runs)
+    )
+    monkeypatch.setattr(lab.report, "COLUMNS", [*lab.report.COLUMNS, last_step])
+    header, _, row = report(tmp_path).splitlines()[:3]
+    titles = [c.title for c in lab.report.COLUMNS if c.title]
+    assert header == "| " + " | ".join(titles) + " |" and row.endswith("| 900 |")
+    with (tmp_path / "report.csv").open() as f:
+        reader = csv.DictReader(f)
+        (csv_row,) = reader
+    assert reader.fieldnames == [c.key for c in lab.report.COLUMNS]
+    assert csv_row["last_step_max"] == "900" and csv_row["final_median"] == "9.0"
