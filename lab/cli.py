@@ -52,7 +52,7 @@ def check_group_choices(argv: list[str]) -> None:
     for key, value in given.items():
         if key not in groups or "(" in value:
             continue  # not a group, or a sweep function such as choice(...) for Hydra to expand
-        for choice in value.split(","):
+        for choice in value.strip("[]").split(","):  # a list (logger=[a,b]) or a sweep
             if choice != "null" and not (CONF_DIR / key / f"{choice}.yaml").is_file():
                 options = ", ".join(sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml")))
                 raise ConfigError(f"{key}={choice}: no such option; choose one of: {options}")

@@ -1,4 +1,6 @@
-"""Where metrics go: ``metrics.jsonl`` always, Weights & Biases when ``logger=wandb``."""
+"""Where metrics go: ``metrics.jsonl`` always; Weights & Biases (``logger=wandb``, the
+default), TensorBoard (``logger=tensorboard``), both (``logger=[wandb,tensorboard]``) or neither
+(``logger=none``). Each dashboard is a sink with ``log``, ``log_media`` and ``finish``."""
 
 import json
 import logging
@@ -88,19 +90,65 @@ class WandbLogger:
             log.warning("wandb: could not finish the run cleanly: %s", e)
 
 
-class Logger:
-    """Fans each row out to the metrics file and, if configured, W&B."""
+class TensorBoardLogger:
+    """Event files in ``<run dir>/<logger.tensorboard.dir>`` (torch's SummaryWriter)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, config: dict, wandb_id: str | None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, start_step: int):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError(
+                "logger=tensorboard needs the tensorboard package: "
+                "pip install -c constraints.txt -e '.[tensorboard]'"
+            ) from None
+        # On resume, events past the checkpoint (a run killed after it) are dropped, as the
+        # rows of metrics.jsonl are.
+        self.writer = SummaryWriter(
+            log_dir=str(run_dir / cfg.dir), purge_step=start_step or None, flush_secs=10
+        )
+
+    def log(self, row: dict, step: int) -> None:
+        for key, value in row.items():
+            self.writer.add_scalar(key, value, step)
+
+    def log_media(self, media: dict[str, Path], step: int) -> None:
+        import numpy as np
+        from PIL import Image
+
+        for key, path in media.items():
+            if path.suffix == ".png":  # videos would need moviepy: they stay in media/ and W&B
+                image = np.asarray(Image.open(path).convert("RGB"))
+                self.writer.add_image(key, image, step, dataformats="HWC")
+
+    def finish(self, exit_code: int) -> None:
+        self.writer.close()
+
+
+class Logger:
+    """Fans each row out to the metrics file and the configured dashboards."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        config: dict,
+        wandb_id: str | None,
+        start_step: int = 0,
+    ):
         self.file = MetricsFile(run_dir / "metrics.jsonl")
-        self.wandb = None
-        if cfg.logger.get("kind", "none") == "wandb":
-            if cfg.logger.mode not in WANDB_MODES:
+        self.wandb: WandbLogger | None = None
+        self.sinks: list = []
+        wandb_cfg, tensorboard_cfg = cfg.logger.get("wandb"), cfg.logger.get("tensorboard")
+        if wandb_cfg is not None:
+            if wandb_cfg.mode not in WANDB_MODES:
                 raise ConfigError(
-                    f"logger.mode={cfg.logger.mode}: use one of {', '.join(WANDB_MODES)}"
+                    f"logger.wandb.mode={wandb_cfg.mode}: use one of {', '.join(WANDB_MODES)}"
                 )
-            if cfg.logger.mode != "disabled":
-                self.wandb = WandbLogger(cfg.logger, run_dir, config, wandb_id)
+            if wandb_cfg.mode != "disabled":
+                self.wandb = WandbLogger(wandb_cfg, run_dir, config, wandb_id)
+                self.sinks.append(self.wandb)
+        if tensorboard_cfg is not None:
+            self.sinks.append(TensorBoardLogger(tensorboard_cfg, run_dir, start_step))
 
     @property
     def wandb_id(self) -> str | None:
@@ -109,17 +157,18 @@ class Logger:
     def log(self, metrics: dict, step: int, elapsed: float) -> None:
         row = {"step": step, "time": round(elapsed, 4), **metrics}
         self.file.write(row)
-        if self.wandb:
-            self.wandb.log({k: v for k, v in metrics.items() if _is_number(v)}, step)
+        numbers = {k: v for k, v in metrics.items() if _is_number(v)}
+        for sink in self.sinks:
+            sink.log(numbers, step)
 
     def log_media(self, media: dict[str, Path], step: int) -> None:
-        if self.wandb and media:
-            self.wandb.log_media(media, step)
+        for sink in self.sinks if media else ():
+            sink.log_media(media, step)
 
     def close(self, exit_code: int = 0) -> None:
         self.file.close()
-        if self.wandb:
-            self.wandb.finish(exit_code)
+        for sink in self.sinks:
+            sink.finish(exit_code)
 
 
 def _is_number(value) -> bool:

@@ -24,6 +24,7 @@ from lab.compute import (
     set_threads,
 )
 from lab.config import validate
+from lab.curves import plot_curves, read_rows
 from lab.errors import ConfigError
 from lab.loggers import Logger, MetricsFile
 from lab.progress import MetricWindow, ProgressBar
@@ -31,6 +32,9 @@ from lab.summary import Summary, print_summary, write_summary
 from lab.task import Task
 
 log = logging.getLogger("lab")
+# media/curves.png is redrawn at an evaluation at most this often (and always at the end):
+# drawing costs ~0.1 s, which would be a tenth of a fast CartPole run's time-to-solve.
+CURVES_EVERY_SECONDS = 30.0
 
 
 @dataclass
@@ -116,7 +120,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Summary:
             MetricsFile.truncate_after(run_dir / "metrics.jsonl", task.step)
             log.info("resumed from %s at step %d", resume, task.step)
         config = OmegaConf.to_container(cfg, resolve=True)
-        logger = Logger(cfg, run_dir, config, state.wandb_id)
+        logger = Logger(cfg, run_dir, config, state.wandb_id, start_step=task.step)
         state.wandb_id = logger.wandb_id
         summary = Loop(cfg, run_dir, task, state, logger, compute).run()
     finally:
@@ -135,6 +139,7 @@ class Loop:
         self.logger, self.compute = logger, compute
         self.window = MetricWindow(task.step_unit, task.headline_metric)
         self.started = time.perf_counter() - state.elapsed
+        self.curves_due = CURVES_EVERY_SECONDS  # a run shorter than that draws at its end only
         self.window.begin(task.step, self.elapsed(), task.counters())
 
     def elapsed(self) -> float:
@@ -193,6 +198,9 @@ class Loop:
         self.logger.log_media(media, task.step)
         state.last_eval = {"step": task.step, **metrics}
         bar.set_eval(metrics[task.threshold_metric])
+        if elapsed >= self.curves_due:
+            self.curves_due = elapsed + CURVES_EVERY_SECONDS
+            self.draw_curves()
         log.info("step %d  %s", task.step, "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         key = task.threshold_metric
         if self.is_better(metrics[key], state.best.get(key)):
@@ -210,6 +218,21 @@ class Loop:
             log.info("threshold %s %s reached at step %d", key, task.threshold, task.step)
             return bool(self.cfg.stop_on_threshold)
         return False
+
+    def draw_curves(self) -> Path | None:
+        """``media/curves.png`` from metrics.jsonl, logged to the dashboards too."""
+        task = self.task
+        path = plot_curves(
+            read_rows(self.run_dir / "metrics.jsonl"),
+            self.run_dir / "media" / "curves.png",
+            task.threshold_metric,
+            task.threshold,
+            task.headline_metric,
+            f"{task.algo} on {task.name}, seed {self.cfg.seed}",
+        )
+        if path is not None:
+            self.logger.log_media({"curves": path}, task.step)
+        return path
 
     def is_better(self, value: float, reference: float | None, inclusive: bool = False) -> bool:
         if reference is None:
@@ -244,6 +267,14 @@ class Loop:
                 raise
             log.exception("could not save a checkpoint of the failed run")
         finally:
+            wall_seconds = round(self.elapsed(), 3)  # the curves and the loggers' shutdown aside
+            try:
+                curves = self.draw_curves()
+            except Exception:  # a picture must not cost the summary
+                log.exception("could not draw the learning curves")
+            else:
+                if curves is not None:
+                    log.info("learning curves: %s", curves)
             self.logger.close(exit_code=0 if status in ("completed", "solved") else 1)
             self.summary = Summary(
                 status=status,
@@ -253,7 +284,7 @@ class Loop:
                 seed=self.cfg.seed,
                 device=str(self.compute.device),
                 steps=task.step,
-                wall_seconds=round(self.elapsed(), 3),
+                wall_seconds=wall_seconds,
                 metrics={k: v for k, v in state.last_eval.items() if k != "step"},
                 best={k: v for k, v in state.best.items() if k != "step"},
                 threshold={

@@ -63,6 +63,9 @@ def print_summary(summary: Summary, run_dir: Path) -> None:
         lines.append(f"  threshold {t['metric']} >= {t['value']:g}: {reached}")
     if s.error:
         lines.append(f"  error: {s.error}")
+    curves = run_dir / "media" / "curves.png"
+    if curves.is_file():
+        lines.append(f"  curves: {curves}")
     lines.append(f"  run dir: {run_dir}")
     print("\n".join(lines), flush=True)
 

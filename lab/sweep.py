@@ -15,13 +15,14 @@ failed_jobs: list[Path] = []  # filled by SweepSummary at the end of a sweep, re
 
 
 def name_wandb_group(cfg: DictConfig, hydra_cfg) -> None:
-    """W&B runs of one sweep share a group named after it (unless logger.group is set)."""
-    if cfg.get("logger") is None or cfg.logger.get("kind") != "wandb" or cfg.logger.group:
+    """W&B runs of one sweep share a group named after it (unless logger.wandb.group is set)."""
+    wandb = cfg.logger.get("wandb")
+    if wandb is None or wandb.group:
         return
     parts = Path(hydra_cfg.sweep.dir).parts
     name = "_".join(parts[1:] if parts and parts[0] == "runs" else parts)
     with open_dict(cfg):
-        cfg.logger.group = name
+        wandb.group = name
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:

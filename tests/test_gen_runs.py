@@ -1,7 +1,6 @@
 """The runner's promises, kept for generative runs: exact resume, best.pt, SIGTERM, samples from
 the named checkpoint, W&B media and the report (lower FID is better)."""
 
-import json
 import signal
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tests.conftest import (
     wait_for_rows,
 )
 from tests.test_gen import TINY, logged_rows
-from tests.test_wandb import read_records
+from tests.test_wandb import history, read_records
 
 CPU = Compute(torch.device("cpu"))
 
@@ -164,36 +163,20 @@ def test_sigterm_ends_a_generative_run_interrupted_with_a_checkpoint(tmp_path):
 
 def test_wandb_holds_the_sample_grids_of_each_evaluation(tmp_path):
     run = tmp_path / "run"
-    result = lab(run, "model=vae", *TINY, "logger=wandb", "logger.mode=offline")
+    result = lab(run, "model=vae", *TINY, "logger=wandb", "logger.wandb.mode=offline")
     assert result.returncode == 0, result.stderr
     files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, list(run.rglob("*"))
     rows = history(read_records(files[0]))
     logged = {key for row in rows for key, value in row.items() if isinstance(value, dict)}
-    assert logged == {"eval/samples", "eval/reconstructions", "eval/interpolations"}
-    for key in logged:
+    grids = {"eval/samples", "eval/reconstructions", "eval/interpolations"}
+    assert logged == {*grids, "curves"}  # and the learning curves, at the end
+    for key in grids:
         grids = [(row["_step"], row[key]) for row in rows if key in row]
         assert [step for step, _ in grids] == [10, 20], key
         for _, grid in grids:
             assert grid["_type"] == "image-file", grid
             assert (files[0].parent / "files" / grid["path"]).is_file(), grid
-
-
-def history(records) -> list[dict]:
-    """The logged rows of an offline W&B run; media are dicts (``_type``, ``path``, ...)."""
-    rows = []
-    for record in records:
-        if record.WhichOneof("record_type") != "history":
-            continue
-        row: dict = {}
-        for item in record.history.item:  # media arrive as nested keys: [name, field]
-            *parents, leaf = [item.key] if item.key else list(item.nested_key)
-            node = row
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = json.loads(item.value_json)
-        rows.append(row)
-    return rows
 
 
 def test_report_counts_a_generative_run_solved_when_fid_falls_below_the_threshold(tmp_path):

@@ -69,7 +69,7 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
 def test_wandb_runs_of_a_sweep_share_a_group(tmp_path):
     from tests.test_wandb import read_records
 
-    result = lab_sweep(tmp_path, "logger.mode=offline", "seed=0,1", *TINY_DQN)
+    result = lab_sweep(tmp_path, "logger.wandb.mode=offline", "seed=0,1", *TINY_DQN)
     assert result.returncode == 0, result.stderr
     groups = set()
     for job in _job_dirs(tmp_path):
@@ -162,7 +162,7 @@ def test_presets_compose():
     assert bench.hydra.sweeper.params == {"agent": "dqn,sb3_dqn", "seed": "0,1,2,3,4"}
     assert bench.stop_on_threshold and str(bench.hydra.mode) == "RunMode.MULTIRUN"
     assert a3c.hydra.sweeper.params == {"agent": "a3c,sb3_a2c", "seed": "0,1,2,3,4"}
-    assert a3c.stop_on_threshold and a3c.env.id == "CartPole-v1" and a3c.logger.kind == "none"
+    assert a3c.stop_on_threshold and a3c.env.id == "CartPole-v1" and not a3c.logger
     assert gan.model.name == "dcgan" and gan.optimized_metric == "eval/fid"
     assert gan.hydra.sweeper.direction == "minimize"
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")

@@ -39,15 +39,32 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
+def history(records) -> list[dict]:
+    """The logged rows of an offline W&B run; media are dicts (``_type``, ``path``, ...)."""
+    rows = []
+    for record in records:
+        if record.WhichOneof("record_type") != "history":
+            continue
+        row: dict = {}
+        for item in record.history.item:  # media arrive as nested keys: [name, field]
+            *parents, leaf = [item.key] if item.key else list(item.nested_key)
+            node = row
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = json.loads(item.value_json)
+        rows.append(row)
+    return rows
+
+
 def test_offline_run_holds_scalars_and_config(tmp_path):
     run = tmp_path / "run"
     result = lab(
         run,
         *TINY_DQN,
         "logger=wandb",
-        "logger.mode=offline",
-        "logger.tags=[ci]",
-        "logger.group=spine",
+        "logger.wandb.mode=offline",
+        "logger.wandb.tags=[ci]",
+        "logger.wandb.group=spine",
         "agent.lr=0.0007",
         "eval.video=true",
     )
@@ -56,23 +73,13 @@ def test_offline_run_holds_scalars_and_config(tmp_path):
     assert len(files) == 1, list(run.rglob("*"))
     records = read_records(files[0])
 
-    history = []
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            row: dict = {}
-            for item in record.history.item:  # media arrive as nested keys: [name, field]
-                path = [item.key] if item.key else list(item.nested_key)
-                node = row
-                for part in path[:-1]:
-                    node = node.setdefault(part, {})
-                node[path[-1]] = json.loads(item.value_json)
-            history.append(row)
-    eval_rows = [h for h in history if "eval/return_mean" in h]
+    rows = history(records)
+    eval_rows = [h for h in rows if "eval/return_mean" in h]
     logged = [r for r in read_metrics(run) if "eval/return_mean" in r]
     assert [h["_step"] for h in eval_rows] == [r["step"] for r in logged]
     assert [h["eval/return_mean"] for h in eval_rows] == [r["eval/return_mean"] for r in logged]
-    assert any("train/loss" in h and "rollout/episode_return" in h for h in history)
-    videos = [h["eval/video"] for h in history if "eval/video" in h]
+    assert any("train/loss" in h and "rollout/episode_return" in h for h in rows)
+    videos = [h["eval/video"] for h in rows if "eval/video" in h]
     assert len(videos) == len(logged)
     assert all(v["_type"] == "video-file" and v["path"].endswith(".mp4") for v in videos)
     assert all((files[0].parent / "files" / v["path"]).is_file() for v in videos)
@@ -95,7 +102,7 @@ def test_offline_run_holds_scalars_and_config(tmp_path):
 
 def test_wandb_mode_comes_from_the_environment_unless_overridden(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert compose_config().logger.mode == "online"
-    assert compose_config("logger.mode=disabled").logger.mode == "disabled"
+    assert compose_config().logger.wandb.mode == "online"
+    assert compose_config("logger.wandb.mode=disabled").logger.wandb.mode == "disabled"
     monkeypatch.delenv("WANDB_MODE")
-    assert compose_config().logger.mode == "offline"
+    assert compose_config().logger.wandb.mode == "offline"
