@@ -12,47 +12,42 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
-from lab import checkpoint
 from lab.compute import Compute, resolve_device
 from lab.errors import ConfigError
+from lab.eval import (
+    checkpoint_name,
+    non_negative_int,
+    positive_int,
+    read_command,
+    run_checkpoint,
+    run_config,
+)
 from lab.gen.data import to_uint8
 from lab.gen.images import save_grid
 from lab.gen.task import build_model
 
-DEFAULTS = {"n": "64", "seed": "0", "checkpoint": "best", "out": None, "device": "auto"}
+USAGE = "usage: python -m lab.sample <run dir> [n=64] [seed=0] [checkpoint=best]"
+OPTIONS = {
+    "n": positive_int,
+    "seed": non_negative_int,
+    "checkpoint": checkpoint_name,
+    "out": str,
+    "device": str,
+}
+DEFAULTS = {"n": 64, "seed": 0, "checkpoint": "best", "out": None, "device": "auto"}
 
 
 def parse(argv: list[str]) -> tuple[Path, dict]:
-    if not argv or "=" in argv[0]:
-        raise ConfigError("usage: python -m lab.sample <run dir> [n=64] [seed=0] [checkpoint=best]")
-    options = dict(DEFAULTS)
-    for arg in argv[1:]:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ConfigError(f"{arg}: unknown option; use {', '.join(f'{k}=' for k in DEFAULTS)}")
-        options[key] = value
-    if not options["n"].isdigit() or int(options["n"]) < 1:
-        raise ConfigError(f"n={options['n']}: must be a positive integer")
-    if not options["seed"].isdigit():
-        raise ConfigError(f"seed={options['seed']}: must be a non-negative integer")
-    if options["checkpoint"] not in ("best", "last"):
-        raise ConfigError(f"checkpoint={options['checkpoint']}: use best or last")
-    return Path(argv[0]), options
+    run_dir, given = read_command(argv, OPTIONS, USAGE)
+    return run_dir, DEFAULTS | given
 
 
 def sample(run_dir: Path, n: int, seed: int, which: str, out: Path, device: str) -> Path:
-    config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no .hydra/config.yaml)")
-    cfg = OmegaConf.load(config_file)
+    cfg = run_config(run_dir)
     if cfg.get("model") is None:
         raise ConfigError(f"{run_dir}: an RL run ({cfg.agent.name}); samples need a model= run")
-    path = run_dir / "checkpoints" / f"{which}.pt"
-    if which == "best" and not path.is_file():
-        path = run_dir / "checkpoints" / "last.pt"
-    state = checkpoint.load(path)["task"]
+    state = run_checkpoint(run_dir, which)[0]["task"]
     compute = Compute(resolve_device(device))
     model = build_model(cfg.model, tuple(state["shape"]), compute)
     model.load_state_dict(state["model"])
@@ -74,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(options["out"]) if options["out"] else run_dir / "samples"
         stem = sample(
             run_dir,
-            int(options["n"]),
-            int(options["seed"]),
+            options["n"],
+            options["seed"],
             options["checkpoint"],
             out,
             options["device"],
