@@ -103,6 +103,7 @@ def task_function(cfg: DictConfig) -> float | None:
             sys.exit(summary.exit_code)
         return objective(cfg, summary.metrics)
     sweep.name_wandb_group(cfg, hydra_cfg)
+    sweep.share_the_cores(cfg, hydra_cfg)
     try:
         summary = run(cfg, run_dir)
     except Exception as e:  # isolation: this job failed, the others must still run

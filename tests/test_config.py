@@ -220,6 +220,22 @@ def test_launcher_options_compose_to_their_plugin(launcher):
     get_class(target)  # the plugin is installed and importable
 
 
+@pytest.mark.parametrize("launcher", options("hydra/launcher"))
+def test_parallel_launchers_give_each_job_its_share_of_the_cores(launcher):
+    import os
+
+    from lab.sweep import threads_per_job
+
+    cores = len(os.sched_getaffinity(0))
+    extra = {"joblib": ["hydra.launcher.n_jobs=2"], "slurm": ["hydra.launcher.cpus_per_task=3"]}
+    cfg = compose_with_hydra(f"hydra/launcher={launcher}", *extra.get(launcher, []))
+    expected = {"joblib": max(1, cores // 2), "ray": 1, "slurm": 3, "local": 1}[launcher]
+    assert threads_per_job(cfg.hydra.launcher) == expected
+    cfg = compose_with_hydra("hydra/launcher=joblib", "hydra.launcher.n_jobs=-1")
+    assert threads_per_job(cfg.hydra.launcher) == 1  # a job per core: one thread each
+    assert threads_per_job(compose_with_hydra().hydra.launcher) is None  # one job at a time
+
+
 @pytest.mark.parametrize("model", options("model"))
 def test_model_options_compose_and_build(model):
     from lab.gen.task import GenTask

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lab.report import report
@@ -37,10 +38,15 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
         "seed=0,1",
         log_format,
         *TINY_DQN,
+        "threads=null",  # as generative runs default to: each job gets its share of the cores
     )
     assert result.returncode == 0, result.stderr
     jobs = _job_dirs(tmp_path)
     assert [read_summary(j)["seed"] for j in jobs] == [0, 1]
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    for job in jobs:
+        saved = torch.load(job / "checkpoints" / "last.pt", weights_only=True)
+        assert saved["config"]["threads"] == share
     spans = {}
     for job in jobs:
         lines = [line.split(" ", 2) for line in (job / "lab.log").read_text().splitlines()]
