@@ -27,11 +27,11 @@ def save_atomic(obj: dict, path: Path) -> None:
 def load(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Load a checkpoint; a missing or corrupt file is a ConfigError naming it."""
     if not path.is_file():
-        raise ConfigError(f"resume: no checkpoint at {path}; pass a run directory that has one")
+        raise ConfigError(f"no checkpoint at {path}; pass a run directory that has one")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(
-            f"resume: checkpoint {path} is corrupt or unreadable ({reason})"
+            f"checkpoint {path} is corrupt or unreadable ({reason})"
         ) from None
