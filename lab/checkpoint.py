@@ -32,6 +32,4 @@ def load(path: Path, map_location: str | torch.device = "cpu", mmap: bool = Fals
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(
-            f"checkpoint {path} is corrupt or unreadable ({reason})"
-        ) from None
+        raise ConfigError(f"checkpoint {path} is corrupt or unreadable ({reason})") from None
