@@ -6,19 +6,14 @@ agent on an environment (``lab/rl/task.py``) and a generative model on a data se
 do, member by member and signature by signature. ``docs/contracts.md`` describes how to add one.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
+
+from lab.stop import StopCheck, never
 
 Family = Literal["rl", "generative"]
 Metrics = dict[str, float | list[float]]  # lists (episode returns) are pooled between log rows
 Media = dict[str, Path]  # W&B key -> file written under the run's media/ directory
-StopCheck = Callable[[], bool]  # True once the run was asked to stop (Ctrl-C, SIGTERM)
-
-
-def never() -> bool:
-    """The stop check of a call that nothing interrupts (tests, benchmarks)."""
-    return False
 
 
 class Task(Protocol):

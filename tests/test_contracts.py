@@ -15,7 +15,8 @@ from lab import runner
 from lab.compute import Compute
 from lab.rl.agent import Agent
 from lab.rl.task import RLTask
-from lab.task import Task, never
+from lab.stop import never
+from lab.task import Task
 from tests.conftest import compose_config, read_metrics
 
 CPU = Compute(torch.device("cpu"))

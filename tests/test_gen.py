@@ -157,7 +157,6 @@ def test_same_seed_gives_identical_metrics(tmp_path):
         (["model=dcgan", "fid.features=inception"], ["fid.weights"]),
         (["model=dcgan", "model.lr=-1"], ["model.lr=-1"]),
         (["model=wgan_gp", "model.d_norm=batch"], ["model.d_norm=batch"]),
-        (["model=dcgan", "agent=dqn"], ["agent", "model"]),
         (["model=dcgann"], ["model=dcgann", "dcgan, "]),
         (["dataset=digits"], ["dataset=", "model=dcgan"]),
     ],

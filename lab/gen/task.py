@@ -12,7 +12,7 @@ from lab.gen.data import Batches, ImageData, to_float, upload
 from lab.gen.fid import FIDScorer, build_extractor
 from lab.gen.images import save_grid
 from lab.gen.models import GenerativeModel
-from lab.task import StopCheck, never
+from lab.stop import StopCheck, never
 
 EVAL_SEED_OFFSET = 1_000_000  # the fixed latents of evaluations never share training's seed
 GRID = 64  # images in each sample grid

@@ -14,7 +14,7 @@ from lab.rl.actor_critic import (
 )
 from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_vec_env
-from lab.task import StopCheck, never
+from lab.stop import StopCheck, never
 
 
 class A2C:

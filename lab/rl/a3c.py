@@ -34,7 +34,7 @@ from lab.rl.actor_critic import (
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, episode_lists
 from lab.rl.env import make_env, make_vec_env
 from lab.rl.workers import WorkerLink, WorkerPool, available_cores
-from lab.task import StopCheck, never
+from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")
 

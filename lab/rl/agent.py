@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from lab.compute import Compute
-from lab.task import StopCheck, never
+from lab.stop import StopCheck, never
 
 Policy = Callable[[np.ndarray], np.ndarray]  # a batch of observations -> a batch of actions
 EpisodeLists = dict[str, list[float]]  # rollout/episode_return and rollout/episode_length

@@ -20,7 +20,7 @@ from lab.rl.agent import AgentContext, EpisodeLists, Policy, book_episodes, epis
 from lab.rl.env import make_vec_env, require_discrete
 from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
 from lab.rl.returns import double_q_value, linear_schedule, td_target
-from lab.task import StopCheck, never
+from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")
 

@@ -10,7 +10,7 @@ from lab.config import check_keywords
 from lab.rl.agent import Agent, AgentContext
 from lab.rl.env import check_env_id
 from lab.rl.evaluate import Evaluator
-from lab.task import StopCheck, never
+from lab.stop import StopCheck, never
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes never share seeds with training ones
 CONTEXT_KEYS = ("_target_", "name", "total_steps")  # agent keys that go to AgentContext
