@@ -10,7 +10,7 @@ import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from lab import overrides, sweep
 from lab.config import CONF_DIR
@@ -105,6 +105,16 @@ def task_function(cfg: DictConfig) -> float | None:
     sweep.name_wandb_group(cfg, hydra_cfg)
     sweep.share_the_cores(cfg, hydra_cfg)
     try:
+        # The same command again on a sweep dir that stopped: finished jobs are kept, the
+        # others continue from their checkpoints, and the rest run afresh.
+        earlier = sweep.earlier_run(cfg, run_dir)
+        if earlier and earlier.get("status") in ("completed", "solved"):
+            log.info("job %s: %s already in %s", hydra_cfg.job.num, earlier["status"], run_dir)
+            return objective(cfg, earlier["metrics"])
+        if earlier is not None:
+            with open_dict(cfg):
+                cfg.resume = str(run_dir)
+            log.info("job %s: continuing %s from its checkpoint", hydra_cfg.job.num, run_dir)
         summary = run(cfg, run_dir)
     except Exception as e:  # isolation: this job failed, the others must still run
         log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(e).__name__, e)

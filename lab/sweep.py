@@ -1,13 +1,16 @@
 """What a sweep adds to single runs: failed jobs on record, a shared W&B group, a last word."""
 
+import json
 import logging
 import os
 import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lab import checkpoint
+from lab.errors import ConfigError
 from lab.summary import Summary, read_summaries, write_summary
 
 log = logging.getLogger("lab")
@@ -53,6 +56,28 @@ def threads_per_job(launcher: DictConfig) -> int | None:
     if "Submitit" in target or "Slurm" in target or "Local" in target:
         return max(1, int(launcher.get("cpus_per_task") or 1))
     return None
+
+
+def earlier_run(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """What this job's directory holds from an earlier try of the same sweep command.
+
+    ``None`` when there is nothing to continue (a new job, or one that died before its first
+    checkpoint); else the saved summary (``{}`` if there is none yet). The checkpoint's config
+    must be this job's: another command pointed at the same sweep dir is refused.
+    """
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return None
+    saved = checkpoint.load(last, mmap=True)["config"]
+    current = OmegaConf.to_container(cfg, resolve=True)
+    if {**saved, "resume": None} != {**current, "resume": None}:
+        changed = sorted(k for k in current.keys() | saved.keys() if saved.get(k) != current.get(k))
+        raise ConfigError(
+            f"{run_dir} holds a run of another job (its {', '.join(changed)} differ): rerun the "
+            "sweep's own command to continue it, or choose another hydra.sweep.dir"
+        )
+    summary = run_dir / "summary.json"
+    return json.loads(summary.read_text()) if summary.is_file() else {}
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, error: BaseException) -> None:

@@ -56,9 +56,11 @@ def lab_sweep(sweep_dir: Path, *overrides: str, timeout: float = 600):
 _BACKGROUND: list[subprocess.Popen] = []
 
 
-def lab_background(run_dir: Path, *overrides: str) -> subprocess.Popen:
-    """A run in its own session; whatever is left of it is killed when the test ends."""
-    cmd, env = _cli(f"hydra.run.dir={run_dir}", *overrides)
+def lab_background(run_dir: Path, *overrides: str, sweep: bool = False) -> subprocess.Popen:
+    """A run (or with ``sweep``, a sweep into ``run_dir``) in its own session; whatever is
+    left of it is killed when the test ends."""
+    where = ("-m", f"hydra.sweep.dir={run_dir}") if sweep else (f"hydra.run.dir={run_dir}",)
+    cmd, env = _cli(*where, *overrides)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,

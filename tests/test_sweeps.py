@@ -184,3 +184,38 @@ def test_ray_launcher_with_a_local_ray(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert [read_summary(j)["status"] for j in _job_dirs(tmp_path)] == ["completed"] * 2
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_goes_on_with_the_same_command(tmp_path):
+    """Ctrl-C in job 1: rerunning the command keeps job 0, continues job 1, runs job 2."""
+    import json
+    import signal
+    import time
+
+    from tests.conftest import lab_background
+
+    overrides = [*TINY_DQN, "agent.total_steps=6000", "seed=0,1,2", "logger=none"]
+    proc = lab_background(tmp_path, *overrides, sweep=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "1" / "checkpoints" / "last.pt").is_file():  # job 1 is under way
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    first = read_summary(tmp_path / "0")
+    assert first["status"] == "completed"
+    assert read_summary(tmp_path / "1")["status"] == "interrupted"
+    assert not (tmp_path / "2").exists()
+    kept = (tmp_path / "0" / "metrics.jsonl").read_bytes()
+
+    result = lab_sweep(tmp_path, *overrides)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "0" / "metrics.jsonl").read_bytes() == kept  # not run again
+    for job in ("1", "2"):
+        summary = read_summary(tmp_path / job)
+        assert summary["status"] == "completed" and summary["steps"] >= 6000, job
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "1" / "metrics.jsonl").open())]
+    assert steps == sorted(steps) and steps[0] <= 1000  # continued, from the start's rows on
+    assert "continuing" in result.stdout + result.stderr
