@@ -1,6 +1,7 @@
 """Device, precision, threads and seeding: the few lines of GPU handling, in one place."""
 
 import contextlib
+import os
 import random
 from dataclasses import dataclass
 
@@ -78,6 +79,11 @@ class Compute:
         self.scaler.step(optimizer)
         self.scaler.update()
         return norm.detach()
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def set_threads(threads: int | None) -> None:

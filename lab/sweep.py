@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lab import checkpoint
+from lab.compute import available_cores
 from lab.errors import ConfigError
 from lab.summary import Summary, read_summaries, write_summary
 
@@ -48,7 +48,7 @@ def threads_per_job(launcher: DictConfig) -> int | None:
     """
     target = launcher.get("_target_", "")
     if "Joblib" in target:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = available_cores()
         n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else cores + 1 + launcher.n_jobs
         return max(1, cores // max(1, n_jobs))
     if "Ray" in target:

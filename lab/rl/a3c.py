@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from omegaconf import DictConfig
 
-from lab.compute import seed_everything
+from lab.compute import available_cores, seed_everything
 from lab.config import instantiate
 from lab.errors import ConfigError
 from lab.rl.actor_critic import (
@@ -33,7 +33,7 @@ from lab.rl.actor_critic import (
 )
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, episode_lists
 from lab.rl.env import make_env, make_vec_env
-from lab.rl.workers import WorkerLink, WorkerPool, available_cores
+from lab.rl.workers import WorkerLink, WorkerPool
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")

@@ -7,7 +7,6 @@ that raised or died, and stops them all. A3C's actor-learners run on it (lab/rl/
 """
 
 import contextlib
-import os
 import queue
 import signal
 import sys
@@ -29,11 +28,6 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the main process's: workers ig
 
 class WorkerFailed(RuntimeError):
     """A worker raised, or died (killed, out of memory)."""
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def choose_start_method(requested: str | None) -> str:
