@@ -97,6 +97,16 @@ def wait_for_rows(run_dir: Path, count: int, proc: subprocess.Popen, timeout: fl
     raise TimeoutError(f"{run_dir}: fewer than {count} metrics rows after {timeout} s")
 
 
+def stop_with_sigterm(proc: subprocess.Popen, run_dir: Path) -> dict:
+    """SIGTERM a background run: it must end ``interrupted`` with exit code 143."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    summary = read_summary(run_dir)
+    assert summary["status"] == "interrupted"
+    return summary
+
+
 def compose_config(*overrides: str):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))

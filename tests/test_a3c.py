@@ -26,6 +26,7 @@ from tests.conftest import (
     lab_sweep,
     read_metrics,
     read_summary,
+    stop_with_sigterm,
     wait_for_rows,
 )
 from tests.test_a3c_workers import alive
@@ -177,11 +178,7 @@ def test_a3c_interrupt_then_resume_continues_the_step_counter(tmp_path):
     proc = lab_background(run, *LONG_A3C)
     wait_for_rows(run, 3, proc)
     children = _children(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM
-    interrupted = read_summary(run)
-    assert interrupted["status"] == "interrupted"
+    interrupted = stop_with_sigterm(proc, run)
     time.sleep(0.5)
     assert not [pid for pid in children if alive(pid)]
     stopped_at = interrupted["steps"]

@@ -1,7 +1,6 @@
 """The runner's promises, kept for generative runs: exact resume, best.pt, SIGTERM, samples from
 the named checkpoint, W&B media and the report (lower FID is better)."""
 
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from tests.conftest import (
     lab_sweep,
     read_metrics,
     read_summary,
+    stop_with_sigterm,
     wait_for_rows,
 )
 from tests.test_gen import TINY, logged_rows
@@ -144,11 +144,7 @@ def test_sigterm_ends_a_generative_run_interrupted_with_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     proc = lab_background(run, "model=dcgan", *TINY, "model.total_steps=100000", "threads=1")
     wait_for_rows(run, 2, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    summary = read_summary(run)
-    assert summary["status"] == "interrupted"
+    summary = stop_with_sigterm(proc, run)
     stopped = summary["steps"]
     saved = _checkpoint(run)["task"]
     assert saved["step"] == stopped > 0

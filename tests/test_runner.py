@@ -1,10 +1,16 @@
 """The runner's contracts: run directory, determinism, signals, resume, --help."""
 
-import signal
-
 import torch
 
-from tests.conftest import TINY_DQN, lab, lab_background, read_metrics, read_summary, wait_for_rows
+from tests.conftest import (
+    TINY_DQN,
+    lab,
+    lab_background,
+    read_metrics,
+    read_summary,
+    stop_with_sigterm,
+    wait_for_rows,
+)
 
 WALL_CLOCK_KEYS = ("time", "perf/")
 
@@ -62,11 +68,7 @@ def test_sigterm_checkpoints_then_resume_continues_the_step_counter(tmp_path):
     ]
     proc = lab_background(run, *long_run)
     wait_for_rows(run, 4, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    interrupted = read_summary(run)
-    assert interrupted["status"] == "interrupted"
+    interrupted = stop_with_sigterm(proc, run)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     stopped_at = state["task"]["counters"]["step"]
     assert stopped_at == interrupted["steps"] < 200000

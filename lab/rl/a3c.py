@@ -29,7 +29,6 @@ from lab.rl.actor_critic import (
     build_actor_critic,
     check_actor_critic,
     greedy_policy,
-    share_optimizer_state,
 )
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, episode_lists
 from lab.rl.env import make_env, make_vec_env
@@ -193,6 +192,28 @@ class A3C:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def share_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create the optimizer's state now, in shared memory, so Hogwild workers update one copy.
+
+    One step on zero gradients makes torch create exactly the state it expects (it leaves
+    the parameters unchanged without weight decay), then the step counters go back to 0.
+    """
+    for group in optimizer.param_groups:
+        if group.get("weight_decay", 0) or group.get("momentum", 0):
+            raise ConfigError(
+                "agent.optimizer: shared optimizers here take no weight_decay or momentum"
+            )
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if key == "step":
+                value.zero_()
+            value.share_memory_()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def actor_learner(

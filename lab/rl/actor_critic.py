@@ -250,28 +250,6 @@ def greedy_policy(model: ActorCritic, device: torch.device) -> Policy:
     return act
 
 
-def share_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """Create the optimizer's state now, in shared memory, so Hogwild workers update one copy.
-
-    One step on zero gradients makes torch create exactly the state it expects (it leaves
-    the parameters unchanged without weight decay), then the step counters go back to 0.
-    """
-    for group in optimizer.param_groups:
-        if group.get("weight_decay", 0) or group.get("momentum", 0):
-            raise ConfigError(
-                "agent.optimizer: shared optimizers here take no weight_decay or momentum"
-            )
-        for p in group["params"]:
-            p.grad = torch.zeros_like(p)
-    optimizer.step()
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if key == "step":
-                value.zero_()
-            value.share_memory_()
-    optimizer.zero_grad(set_to_none=True)
-
-
 def build_actor_critic(
     net_cfg, obs_space, action_space, name: str, env_id: str, shared_torso: bool | None
 ) -> ActorCritic:
