@@ -4,9 +4,11 @@ Reads every run under DIR (a folder with ``summary.json`` or ``metrics.jsonl``),
 that differ only by seed, and writes ``report.md``, ``report.csv``, ``learning_curves.png``
 and ``bars.png`` into DIR (or ``--out``). It prints the markdown table. The table's columns are
 ``COLUMNS``, the one list the markdown, the CSV and the printed table come from: a benchmark
-that needs a column adds it there. Runs still going (no summary yet) are counted as running;
-failed and interrupted runs are counted apart from the finished ones, listed under the table
-and drawn apart from the mean (``lab.report_plots``).
+that needs a column adds it there. Beside lab's final mean (with a 95% bootstrap confidence
+interval over seeds) stands the published figure for the same algorithm and env
+(``lab/published.yaml``), and a line under the table gives the gap. Runs still going (no
+summary yet) are counted as running; failed and interrupted runs are counted apart from the
+finished ones, listed under the table and drawn apart from the mean (``lab.report_plots``).
 """
 
 import argparse
@@ -19,14 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
+from scipy.stats import bootstrap
 
+from lab.published import Published, budget, published_for
 from lab.report_plots import plot
 
 IGNORED_OVERRIDES = ("seed=", "hydra.", "resume=")
 ENDED = ("completed", "solved")  # a run whose last evaluation is its final one
 CUT_SHORT = ("failed", "interrupted")  # stopped before its budget: marked, never averaged
 NOTHING_REACHED = "No run reached its threshold: bars.png has no time-to-threshold panel."
+GAP_HEADING = "Gap to published (lab's final mean minus the published mean):"
 
 
 @dataclass
@@ -85,6 +91,20 @@ class Group:
         metric = self.metric
         return [v for r in self.finished() if metric and (v := r.final(metric)) is not None]
 
+    def final_ci(self) -> tuple[float, float] | None:
+        """The 95% confidence interval of the final mean over seeds (None below two seeds)."""
+        return bootstrap_ci(self.finals())
+
+    def bests(self) -> list[float]:
+        """Each finished run's best evaluation (summary.json ``best``)."""
+        bests = [r.summary["best"].get(self.metric) for r in self.finished()]
+        return [v for v in bests if v is not None]
+
+    def published(self) -> list[Published]:
+        """The published figures for this group's agent and env (``lab/published.yaml``)."""
+        summary = next((r.summary for r in self.runs if r.summary), None)
+        return published_for(summary["algo"], summary["task"]) if summary else []
+
     def solved(self) -> list[Run]:
         return [r for r in self.finished() if r.reached()[1] is not None]
 
@@ -98,6 +118,31 @@ class Group:
 
 def _median(values: list) -> float | None:
     return statistics.median(values) if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def bootstrap_ci(
+    values: list[float], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile-bootstrap confidence interval of the mean of ``values`` (seeds' finals).
+
+    rliable's advice for a handful of seeds: an interval, not a std. The resampling RNG is
+    seeded so that the same runs always give the same table. None below two values.
+    """
+    if len(values) < 2:
+        return None
+    result = bootstrap(
+        (np.asarray(values, dtype=float),),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -137,6 +182,12 @@ def _mean_std_cell(row: dict) -> str:
     return f"{_fmt(row['final_mean'])} ± {_fmt(row['final_std'], 2)}"
 
 
+def _ci_cell(row: dict) -> str:
+    if row["final_mean"] is None or row["final_ci_low"] is None:
+        return _fmt(row["final_mean"])
+    return f"{_fmt(row['final_mean'])} [{_fmt(row['final_ci_low'])}, {_fmt(row['final_ci_high'])}]"
+
+
 def _std(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
 
@@ -150,13 +201,16 @@ COLUMNS = [
     Column("interrupted", "interrupted", lambda g: g.count("interrupted")),
     Column("running", None, lambda g: g.count("running")),
     Column("final_median", "final median", lambda g: _median(g.finals())),
-    Column(
-        "final_mean",
-        "final mean ± std",
-        lambda g: statistics.fmean(f) if (f := g.finals()) else None,
-        cell=_mean_std_cell,
-    ),
+    Column("final_mean", "final mean ± std", lambda g: _mean(g.finals()), cell=_mean_std_cell),
     Column("final_std", None, lambda g: _std(g.finals())),
+    Column(
+        "final_ci_low",
+        "final mean [95% CI]",
+        lambda g: ci[0] if (ci := g.final_ci()) else None,
+        cell=_ci_cell,
+    ),
+    Column("final_ci_high", None, lambda g: ci[1] if (ci := g.final_ci()) else None),
+    Column("best_mean", "mean best", lambda g: _mean(g.bests())),
     Column(
         "time_to_threshold_median",
         "median time-to-threshold (s)",
@@ -174,6 +228,7 @@ COLUMNS = [
         lambda g: _median([r.summary["wall_seconds"] for r in g.finished()]),
         digits=3,
     ),
+    Column("published", "published", lambda g: "; ".join(p.text() for p in g.published())),
 ]
 
 
@@ -221,12 +276,35 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return list(groups.values())
 
 
+def gap_line(group: Group) -> str | None:
+    """lab's final mean minus each published mean, and whether lab's 95% CI holds it."""
+    published, finals = group.published(), group.finals()
+    if not published or not finals:
+        return None
+    mean, ci = statistics.fmean(finals), group.final_ci()
+    steps = _median([r.summary["steps"] for r in group.finished()])
+    lab = f"{_fmt(mean)} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else f"{_fmt(mean)}, no CI"
+    gaps = []
+    for p in published:
+        inside = "" if ci is None else "inside" if ci[0] <= p.mean <= ci[1] else "outside"
+        held = f", {inside} lab's CI" if inside else ""
+        gaps.append(
+            f"{mean - p.mean:+.4g} against {p.source} {p.algo}'s {_fmt(p.mean)} "
+            f"@{budget(p.steps)}{held}"
+        )
+    seeds = f"{len(finals)} seed{'s' * (len(finals) > 1)}"
+    return f"- {group.label} (lab: {lab}, {seeds} at {budget(steps)}): " + "; ".join(gaps)
+
+
 def markdown(groups: list[Group], runs: list[Run]) -> str:
     """The table (a row per group, the titled ``COLUMNS``) and the notes under it."""
     shown = [c for c in COLUMNS if c.title]
     rows = [g.stats() for g in groups]
     lines = ["| " + " | ".join(c.title for c in shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(c.text(row) for c in shown) + " |" for row in rows]
+    gaps = [line for g in groups if (line := gap_line(g))]
+    if gaps:
+        lines += ["", GAP_HEADING, "", *gaps]
     failed = [r for r in runs if r.status == "failed"]
     interrupted = [r for r in runs if r.status == "interrupted"]
     running = [r for r in runs if r.status == "running"]

@@ -11,7 +11,17 @@ import pytest
 import yaml
 
 import lab.report
-from lab.report import NOTHING_REACHED, Column, group_runs, load_runs, report
+from lab.published import PUBLISHED_FILE, published_for
+from lab.report import (
+    GAP_HEADING,
+    NOTHING_REACHED,
+    Column,
+    bootstrap_ci,
+    gap_line,
+    group_runs,
+    load_runs,
+    report,
+)
 from lab.report_plots import bars, group_curves, learning_curves
 from tests.conftest import ROOT
 
@@ -26,7 +36,11 @@ def _run(
     wall: float = 10.0,
     curve=(),
     metric: str = "eval/return_mean",
+    best: float | None = None,
+    algo: str = "dqn",
+    task: str = "CartPole-v1",
 ) -> None:
+    """A fabricated run; its best evaluation is its final one unless ``best`` says otherwise."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -37,14 +51,14 @@ def _run(
     summary = {
         "status": status,
         "family": "generative" if metric == "eval/fid" else "rl",
-        "algo": "dqn",
-        "task": "CartPole-v1",
+        "algo": algo,
+        "task": task,
         "seed": 0,
         "device": "cpu",
         "steps": curve[-1][0] if curve else 1000,
         "wall_seconds": wall,
         "metrics": {} if final is None else {metric: final},
-        "best": {},
+        "best": {} if final is None else {metric: final if best is None else best},
         "threshold": {
             "metric": metric,
             "value": 475.0,
@@ -137,7 +151,8 @@ def test_report_on_a_fabricated_sweep(tmp_path):
 
     table = report(tmp_path)
     assert (
-        "| agent=dqn | eval/return_mean | 3 | 3/3 | 0 | 0 | 490 | 490 ± 10 | 8 | 800 | 9 |" in table
+        "| agent=dqn | eval/return_mean | 3 | 3/3 | 0 | 0 | 490 | 490 ± 10 | 490 [480, 500] | 490 "
+        "| 8 | 800 | 9 | 500 ± 0 @50k (rl-zoo3 DQN); 488.7 ± 16.11 @500k (CleanRL DQN) |" in table
     )
     assert "| agent=sb3_dqn | eval/return_mean | 4 | 1/2 | 1 | 0 |" in table
     assert "Failed runs (1):" in table and "RuntimeError: boom" in table
@@ -286,3 +301,115 @@ def test_the_column_list_drives_the_markdown_and_the_csv(tmp_path, monkeypatch):
         (csv_row,) = reader
     assert reader.fieldnames == [c.key for c in lab.report.COLUMNS]
     assert csv_row["last_step_max"] == "900" and csv_row["final_median"] == "9.0"
+
+
+def test_the_bootstrap_interval_matches_a_hand_computed_case():
+    # Seeds' finals 0, 0, 0, 40: a resample's mean is 10·k, k ~ Binomial(4, 1/4) the 40s drawn.
+    # P(k=0) = 0.316 > 2.5%, so the interval starts at 0; P(k ≤ 2) = 0.949 < 97.5% ≤ P(k ≤ 3)
+    # = 0.996, so it ends at 30, not at 40 (the plain min and max would say [0, 40]).
+    assert bootstrap_ci([0.0, 0.0, 0.0, 40.0]) == (0.0, 30.0)
+    assert bootstrap_ci([5.0]) is None and bootstrap_ci([]) is None  # no interval from one seed
+    assert bootstrap_ci([3.0, 9.0, 4.0]) == bootstrap_ci([3.0, 9.0, 4.0])  # a reproducible table
+
+
+def test_the_interval_holds_the_mean_and_narrows_with_more_seeds(tmp_path):
+    finals = [430.0, 470.0, 480.0, 490.0, 500.0]
+    for i, final in enumerate(finals * 4):  # the same spread of finals over 5, then 20 seeds
+        group = "few" if i < len(finals) else "many"
+        _run(tmp_path, str(i), [f"group={group}", f"seed={i}"], "completed", final, None)
+    groups = {g.label: g.stats() for g in group_runs(load_runs(tmp_path))}
+    few, many = groups["group=few"], groups["group=many"]
+    assert few["final_mean"] == pytest.approx(many["final_mean"]) == pytest.approx(474.0)
+    for row in (few, many):
+        assert row["final_ci_low"] < row["final_mean"] < row["final_ci_high"]
+    assert many["final_ci_high"] - many["final_ci_low"] < few["final_ci_high"] - few["final_ci_low"]
+    table = report(tmp_path)
+    low, high = few["final_ci_low"], few["final_ci_high"]
+    assert f"| 474 [{low:.4g}, {high:.4g}] |" in table
+    with (tmp_path / "report.csv").open() as f:
+        csv_row = next(r for r in csv.DictReader(f) if r["group"] == "group=few")
+    assert float(csv_row["final_ci_low"]) == low and float(csv_row["final_ci_high"]) == high
+
+
+def test_the_best_column_is_the_mean_of_each_seeds_best(tmp_path):
+    # Finals fell back from the best evaluation (the collapse the best column shows up).
+    _run(tmp_path, "0", ["seed=0"], "completed", 300.0, None, best=500.0)
+    _run(tmp_path, "1", ["seed=1"], "completed", 200.0, None, best=450.0)
+    _run(tmp_path, "2", ["seed=2"], "failed", None, None)  # no final, no best: not averaged
+    (group,) = _groups(tmp_path).values()
+    assert group.stats()["best_mean"] == pytest.approx(475.0)
+    assert "| 250 [200, 300] | 475 |" in report(tmp_path)
+
+
+def test_the_published_figure_and_the_gap_to_it(tmp_path):
+    for seed, final in enumerate([500.0, 480.0, 490.0]):
+        _run(tmp_path, str(seed), ["agent=dqn", f"seed={seed}"], "completed", final, None)
+    for seed, final in enumerate([-100.0, -110.0]):
+        _run(
+            tmp_path,
+            f"a{seed}",
+            ["agent=a3c", f"seed={seed}"],
+            "completed",
+            final,
+            None,
+            algo="a3c",
+            task="Acrobot-v1",
+        )
+    groups = _groups(tmp_path)
+    assert groups["agent=dqn"].stats()["published"] == (
+        "500 ± 0 @50k (rl-zoo3 DQN); 488.7 ± 16.11 @500k (CleanRL DQN)"
+    )
+    assert groups["agent=a3c"].stats()["published"] == "-83.35 ± 17.21 @500k (rl-zoo3 A2C)"
+    # 490 [480, 500] holds both DQN figures; -105 [-110, -100] is 21.65 below A2C's -83.35.
+    assert gap_line(groups["agent=dqn"]) == (
+        "- agent=dqn (lab: 490 [480, 500], 3 seeds at 1k): -10 against rl-zoo3 DQN's 500 @50k, "
+        "inside lab's CI; +1.31 against CleanRL DQN's 488.7 @500k, inside lab's CI"
+    )
+    assert gap_line(groups["agent=a3c"]) == (
+        "- agent=a3c (lab: -105 [-110, -100], 2 seeds at 1k): "
+        "-21.65 against rl-zoo3 A2C's -83.35 @500k, outside lab's CI"
+    )
+    table = report(tmp_path)
+    assert f"\n{GAP_HEADING}\n\n{gap_line(groups['agent=dqn'])}\n" in table
+
+
+def test_nothing_published_is_a_dash_and_no_gap_line(tmp_path):
+    _run(tmp_path, "0", ["env=catch", "seed=0"], "completed", 1.0, None, task="lab/Catch-v0")
+    _run(tmp_path, "1", ["env=catch", "seed=1"], "completed", 0.8, None, task="lab/Catch-v0")
+    (group,) = _groups(tmp_path).values()
+    assert group.published() == [] and gap_line(group) is None
+    table = report(tmp_path)
+    assert table.splitlines()[2].endswith("| — |") and GAP_HEADING not in table
+    assert published_for("dcgan", "digits") == [] and published_for("dqn", "Pong") == []
+
+
+def test_a_sweep_over_agents_and_envs_gives_a_row_per_pair_with_its_figure(tmp_path):
+    # python -m lab -m agent=dqn,a2c env=cartpole,acrobot seed=0,1,2
+    envs = {"cartpole": "CartPole-v1", "acrobot": "Acrobot-v1"}
+    job = 0
+    for agent in ("dqn", "a2c"):
+        for env, env_id in envs.items():
+            for seed in range(3):
+                overrides = [f"agent={agent}", f"env={env}", f"seed={seed}"]
+                _run(tmp_path, str(job), overrides, "completed", 1.0, None, algo=agent, task=env_id)
+                job += 1
+    groups = _groups(tmp_path)
+    assert sorted(groups) == [
+        "agent=a2c env=acrobot",
+        "agent=a2c env=cartpole",
+        "agent=dqn env=acrobot",
+        "agent=dqn env=cartpole",
+    ]
+    assert all(len(g.runs) == 3 for g in groups.values())
+    assert groups["agent=a2c env=acrobot"].stats()["published"].endswith("(rl-zoo3 A2C)")
+    assert "CleanRL DQN" in groups["agent=dqn env=acrobot"].stats()["published"]
+
+
+def test_every_published_figure_names_its_source_budget_and_a_known_env():
+    data = yaml.safe_load(PUBLISHED_FILE.read_text())
+    for source in data["sources"].values():
+        assert source["url"].startswith("https://github.com/") and source["how"]
+    envs = {yaml.safe_load(f.read_text())["id"] for f in (ROOT / "conf" / "env").glob("*.yaml")}
+    for r in data["results"]:
+        assert r["source"] in data["sources"] and r["algo"] in set(data["agents"].values())
+        assert r["env"] in envs and r["steps"] >= 10_000 and isinstance(r["mean"], float)
