@@ -183,6 +183,62 @@ def test_sb3_agents_use_the_zoo_settings_they_claim(agent):
         task.close()
 
 
+def test_sb3_normalize_trains_on_normalised_envs_and_evaluates_on_the_game(tmp_path):
+    import numpy as np
+
+    task = _sb3_task("agent=sb3_a2c", "env=acrobot", "agent.num_envs=2", "agent.normalize=true")
+    try:
+        task.train_step(400)
+        normalizer = task.agent.model.get_vec_normalize_env()
+        rewards = task.agent.model.rollout_buffer.rewards
+        assert not np.isin(rewards, [-1.0, 0.0]).all()  # Acrobot pays -1 a step; SB3 sees less
+        count = normalizer.obs_rms.count
+        seen = []
+        predict = task.agent.model.predict
+        task.agent.model.predict = lambda obs, **kw: (seen.append(obs), predict(obs, **kw))[1]
+        metrics, _ = task.evaluate(tmp_path)
+        # The policy sees observations normalised with the training statistics, frozen...
+        raw = task.evaluator.envs.reset(seed=task.evaluator.seed)[0]
+        np.testing.assert_allclose(seen[0], normalizer.normalize_obs(raw))
+        assert normalizer.obs_rms.count == count
+        # ...and the return is the game's: -1 a step, 0 for the step that reaches the goal.
+        length = metrics["eval/length_mean"]
+        assert -length <= metrics["eval/return_mean"] <= -length + 1
+    finally:
+        task.close()
+
+
+def test_sb3_checkpoint_carries_the_normalisation_statistics(tmp_path):
+    import numpy as np
+
+    from lab import checkpoint
+
+    overrides = ("agent=sb3_ppo", "env=acrobot", "agent.normalize=true", "agent.num_envs=2")
+    overrides += ("agent.hyperparams.n_steps=64", "agent.hyperparams.batch_size=64")
+    trained, restored = _sb3_task(*overrides), _sb3_task(*overrides)
+    try:
+        trained.train_step(300)
+        path = tmp_path / "best.pt"
+        checkpoint.save_atomic({"task": trained.state_dict(resumable=False)}, path)
+        restored.load_state_dict(checkpoint.load(path)["task"])  # weights_only=True
+        for name in ("obs_rms", "ret_rms"):
+            saved = getattr(trained.agent.model.get_vec_normalize_env(), name)
+            loaded = getattr(restored.agent.model.get_vec_normalize_env(), name)
+            assert loaded.count == saved.count > 1
+            np.testing.assert_array_equal(loaded.mean, saved.mean)
+            np.testing.assert_array_equal(loaded.var, saved.var)
+        seen = []
+        predict = restored.agent.model.predict
+        restored.agent.model.predict = lambda obs, **kw: (seen.append(obs), predict(obs, **kw))[1]
+        raw = restored.evaluator.envs.reset(seed=0)[0]
+        restored.agent.policy()(raw)  # evaluation of best.pt: the trained run's statistics
+        trained_normalizer = trained.agent.model.get_vec_normalize_env()
+        np.testing.assert_allclose(seen[0], trained_normalizer.normalize_obs(raw))
+    finally:
+        trained.close()
+        restored.close()
+
+
 LEARNS = {  # agent: (env steps the shipped settings need on seed 0, measured, with margin)
     "sb3_a2c": 60_000,
     "sb3_ppo": 60_000,

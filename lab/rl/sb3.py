@@ -5,12 +5,17 @@ restart its schedules' progress at every such call (PPO's learning rate and clip
 negative after the first chunk); instead every schedule handed to SB3 reads the run's own
 progress, ``step / total_steps`` (``RunSchedule``), so they span the whole budget. SB3 builds its
 own networks: the ``net`` group is translated into its ``policy_kwargs`` (``sb3_policy``), and
-a net SB3 cannot express is refused rather than silently replaced.
+a net SB3 cannot express is refused rather than silently replaced. rl-zoo3's ``normalize: true``
+(``agent.normalize``) wraps the training envs in SB3's ``VecNormalize``; its statistics travel
+in the agent's state and normalise the observations the greedy policy sees, frozen
+(``ObsNormalizer``), so evaluation returns stay the game's own.
 """
 
 import logging
 
 import gymnasium as gym
+import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lab.config import instantiate
@@ -65,6 +70,37 @@ def _parse_schedules(hyperparams: dict, agent: "SB3Agent") -> dict:
     return out
 
 
+class ObsNormalizer:
+    """SB3's ``VecNormalize`` statistics as a checkpoint holds them, and the frozen view of
+    them that evaluation uses (rl-zoo3's eval env: ``training=False, norm_reward=False``)."""
+
+    def __init__(self, vec_normalize):
+        self.vec_normalize = vec_normalize
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.vec_normalize.normalize_obs(obs)  # reads the statistics, never updates them
+
+    def _running(self) -> dict:
+        return {"obs": self.vec_normalize.obs_rms, "return": self.vec_normalize.ret_rms}
+
+    def state_dict(self) -> dict:
+        """Tensors and floats, so that a checkpoint loads with ``weights_only=True``."""
+        return {
+            name: {
+                "mean": torch.as_tensor(np.asarray(rms.mean, dtype=np.float64)),
+                "var": torch.as_tensor(np.asarray(rms.var, dtype=np.float64)),
+                "count": float(rms.count),
+            }
+            for name, rms in self._running().items()
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, rms in self._running().items():
+            rms.mean = state[name]["mean"].numpy().copy()
+            rms.var = state[name]["var"].numpy().copy()
+            rms.count = state[name]["count"]
+
+
 def sb3_policy(net: DictConfig, obs_space: gym.Space, agent: str) -> tuple[str, dict]:
     """The SB3 policy class and ``policy_kwargs`` that build the net the ``net`` group names.
 
@@ -98,6 +134,7 @@ class SB3Agent:
         num_envs: int,
         lr: float,
         lr_schedule: str = "constant",
+        normalize: bool = False,
         policy_kwargs: DictConfig | None = None,
         hyperparams: DictConfig | None = None,
     ):
@@ -108,7 +145,7 @@ class SB3Agent:
             raise ConfigError(f"agent.algo={algo}: use one of {', '.join(algorithms)}")
         if lr_schedule not in ("constant", "linear"):
             raise ConfigError(f"agent.lr_schedule={lr_schedule}: use constant or linear")
-        extra = _plain(policy_kwargs)
+        extra, hyper = _plain(policy_kwargs), _plain(hyperparams)
         for key in NET_KEYS:
             if key in extra:
                 raise ConfigError(
@@ -129,6 +166,14 @@ class SB3Agent:
             wrapper_class=None if clip is None else gym.wrappers.ClipReward,
             wrapper_kwargs=None if clip is None else {"min_reward": -clip, "max_reward": clip},
         )
+        self.normalizer = None
+        if normalize:  # after Monitor too: the logged returns stay the game's own
+            from stable_baselines3.common.vec_env import VecNormalize
+
+            # As rl-zoo3 does: the return it normalises by is discounted with the agent's gamma.
+            gamma = {"gamma": hyper["gamma"]} if "gamma" in hyper else {}
+            self.envs = VecNormalize(self.envs, **gamma)
+            self.normalizer = ObsNormalizer(self.envs)
         self.total_steps = ctx.total_steps
         self.model = None  # `step` reads it; SB3 calls the schedules while it builds the model
         self.model = algorithms[algo](
@@ -139,7 +184,7 @@ class SB3Agent:
             seed=ctx.seed,
             device=ctx.device,
             verbose=0,
-            **_parse_schedules(_plain(hyperparams), self),
+            **_parse_schedules(hyper, self),
         )
         self._counts_calls = algo == "dqn"  # SB3's DQN times target updates by its _n_calls
         if algo == "dqn":  # SB3 builds ε's schedule itself: replace it with one on the run
@@ -196,15 +241,18 @@ class SB3Agent:
         return metrics
 
     def policy(self) -> Policy:
-        model = self.model
+        model, normalizer = self.model, self.normalizer
 
         def act(obs):
+            if normalizer is not None:
+                obs = normalizer(obs)
             return model.predict(obs, deterministic=True)[0]
 
         return act
 
     def state_dict(self, resumable: bool) -> dict:
-        """Parameters, optimizer and counters; SB3's replay buffer is not saved (see resume)."""
+        """Parameters, optimizer, counters and the normalisation statistics (evaluation needs
+        them too); SB3's replay buffer is not saved (see resume)."""
         state = {
             "params": self.model.get_parameters(),
             "num_timesteps": self.step,
@@ -212,6 +260,8 @@ class SB3Agent:
         }
         if self._counts_calls:
             state["n_calls"] = int(self.model._n_calls)
+        if self.normalizer is not None:
+            state["normalizer"] = self.normalizer.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -220,6 +270,8 @@ class SB3Agent:
         self.model._n_updates = state["n_updates"]
         if self._counts_calls:
             self.model._n_calls = state["n_calls"]
+        if self.normalizer is not None:
+            self.normalizer.load_state_dict(state["normalizer"])
         self._started = True
         log.warning(
             "sb3 resume: weights, optimizer and step counters restored; the replay "
