@@ -1,7 +1,13 @@
 """SB3 baselines run through the same runner and leave the same summary as lab's agents."""
 
-import pytest
+import importlib.util
+import inspect
+from pathlib import Path
 
+import pytest
+from omegaconf import OmegaConf
+
+from lab.config import CONF_DIR
 from tests.conftest import lab, read_metrics, read_summary
 
 SMOKE = [
@@ -126,59 +132,140 @@ def test_sb3_learns_from_clipped_rewards_and_logs_the_game_score():
         task.close()
 
 
-# rl-zoo3's tuned CartPole-v1 settings (hyperparams/<algo>.yml), as SB3 must end up using them.
-ZOO = {
-    "sb3_dqn": {
-        "n_envs": 1,
-        "learning_rate": 2.3e-3,
-        "batch_size": 64,
-        "buffer_size": 100_000,
-        "learning_starts": 1000,
-        "gamma": 0.99,
-        "target_update_interval": 10,
-        "train_freq": 256,
-        "gradient_steps": 128,
-        "exploration_fraction": 0.16,
-        "exploration_final_eps": 0.04,
-        "net_arch": [256, 256],
-    },
-    "sb3_a2c": {"n_envs": 8, "learning_rate": 7e-4, "ent_coef": 0.0, "n_steps": 5, "gamma": 0.99},
-    "sb3_ppo": {
-        "n_envs": 8,
-        "learning_rate": 1e-3,  # lin_1e-3: this at the start, half of it halfway, 0 at the end
-        "n_steps": 32,
-        "batch_size": 256,
-        "gae_lambda": 0.8,
-        "gamma": 0.98,
-        "n_epochs": 20,
-        "ent_coef": 0.0,
-        "clip_range": 0.2,  # lin_0.2
-    },
-}
+SB3_TUNED = sorted((CONF_DIR / "tuned").glob("sb3_*.yaml"))
+# rl-zoo3's policy_kwargs for the pairs the lab ships: net_arch=[256, 256] for every DQN entry
+# (ReLU, DQN's default activation); none for A2C and PPO: SB3's policy and value nets, 64x64 tanh.
+ZOO_NETS = {"dqn": ([256, 256], "ReLU"), "a2c": ([64, 64], "Tanh"), "ppo": ([64, 64], "Tanh")}
 
 
-@pytest.mark.parametrize("agent", sorted(ZOO))
-def test_sb3_agents_use_the_zoo_settings_they_claim(agent):
-    task = _sb3_task(f"agent={agent}")
-    model = task.agent.model
+def _pair(path: Path) -> tuple[str, str]:
+    """``sb3_dqn_cartpole.yaml`` → (sb3_dqn, cartpole)."""
+    sb3, algo, env = path.stem.split("_", 2)
+    return f"{sb3}_{algo}", env
+
+
+EXPLORATION = ("exploration_initial_eps", "exploration_final_eps", "exploration_fraction")
+
+
+def _in_use(agent, key: str):
+    """What SB3 uses for ``key`` at ``agent``'s current step, in the config's own terms."""
+    model = agent.model
+    if key == "train_freq":
+        assert model.train_freq.unit.value == "step"
+        return model.train_freq.frequency
+    if key == "clip_range":
+        return model.clip_range(1.0)
+    if key == "use_rms_prop":  # A2C's optimizer: RMSprop, or else Adam
+        return type(model.policy.optimizer).__name__ == "RMSprop"
+    if key == "rms_prop_eps":
+        return model.policy.optimizer.defaults["eps"]
+    return getattr(model, key)
+
+
+def _at(agent, step: int, read):
+    """``read()`` with SB3's step counter at ``step`` (the run's schedules read it)."""
+    saved, agent.model.num_timesteps = agent.model.num_timesteps, step
     try:
-        for key, value in ZOO[agent].items():
-            if key == "net_arch":
-                assert _linear_widths(model.q_net)[:-1] == value
-            elif key == "train_freq":
-                assert (model.train_freq.frequency, model.train_freq.unit.value) == (value, "step")
-            elif key == "learning_rate":
-                assert model.lr_schedule(1.0) == pytest.approx(value)
-            elif key == "clip_range":
-                assert model.clip_range(1.0) == pytest.approx(value)
-            elif key == "n_envs":
-                assert model.n_envs == value
-            else:
-                assert getattr(model, key) == pytest.approx(value), key
-        if agent == "sb3_ppo":  # the linear schedules run over the whole budget, not a chunk
-            model.num_timesteps = task.total_steps // 2
-            assert model.lr_schedule(1.0) == pytest.approx(5e-4)
-            assert model.clip_range(1.0) == pytest.approx(0.1)
+        return read()
+    finally:
+        agent.model.num_timesteps = saved
+
+
+def _check_settings(task, settings: dict) -> None:
+    """The SB3 model ``task`` built uses ``settings`` (an agent config's keys), key by key."""
+    agent, model, half = task.agent, task.agent.model, task.total_steps // 2
+    if "total_steps" in settings:
+        assert task.total_steps == settings["total_steps"]
+    if "num_envs" in settings:
+        assert model.n_envs == settings["num_envs"]
+    if "lr" in settings:
+        lr = settings["lr"]
+        assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+        halfway = lr / 2 if settings.get("lr_schedule") == "linear" else lr
+        assert _at(agent, half, lambda: model.lr_schedule(1.0)) == pytest.approx(halfway)
+    if "normalize" in settings:
+        normalizer = model.get_vec_normalize_env()
+        assert (normalizer is not None) == settings["normalize"]
+        if normalizer is not None:  # observations and rewards, discounted with the agent's gamma
+            assert normalizer.norm_obs and normalizer.norm_reward
+            assert normalizer.gamma == model.gamma
+    hyperparams = dict(settings.get("hyperparams", {}))
+    for key, value in hyperparams.items():
+        if key in EXPLORATION:
+            continue  # one schedule: checked as a whole below
+        if isinstance(value, str) and value.startswith("lin_"):  # linear to 0 over the budget
+            start = float(value.removeprefix("lin_"))
+            assert _in_use(agent, key) == pytest.approx(start), key
+            halfway = _at(agent, half, lambda k=key: _in_use(agent, k))
+            assert halfway == pytest.approx(start / 2), key
+        elif value is None:
+            assert _in_use(agent, key) is None, key
+        else:
+            assert _in_use(agent, key) == pytest.approx(value), key
+    if set(EXPLORATION) & set(hyperparams):  # ε: linear from initial to final over a fraction
+        eps = model.exploration_schedule
+        start, final, fraction = (hyperparams.get(k, getattr(model, k)) for k in EXPLORATION)
+        end = int(fraction * task.total_steps)
+        assert _at(agent, 0, lambda: eps(1.0)) == pytest.approx(start)
+        midway = _at(agent, end // 2, lambda: eps(1.0))
+        assert midway == pytest.approx((start + final) / 2, abs=1e-3)
+        assert _at(agent, end, lambda: eps(1.0)) == pytest.approx(final)
+
+
+def _check_net(model, algo: str) -> None:
+    import torch
+
+    widths, activation = ZOO_NETS[algo]
+    if algo == "dqn":
+        nets = [model.q_net]
+        assert _linear_widths(model.q_net)[:-1] == widths
+    else:
+        extractor = model.policy.mlp_extractor
+        nets = [extractor.policy_net, extractor.value_net]
+        assert [_linear_widths(net) for net in nets] == [widths, widths]
+    for net in nets:
+        kinds = {type(m).__name__ for m in net.modules() if not isinstance(m, torch.nn.Linear)}
+        assert activation in kinds and not kinds & ({"ReLU", "Tanh"} - {activation}), kinds
+
+
+def test_every_sb3_tuned_file_names_its_source():
+    assert len(SB3_TUNED) == 12  # 4 vector envs x 3 algorithms; Atari and Catch: see README
+    for path in SB3_TUNED:
+        header = path.read_text().splitlines()[1]
+        algo = _pair(path)[0].removeprefix("sb3_")
+        assert header.startswith(f"# rl-zoo3 hyperparams/{algo}.yml, "), path.name
+        assert ", commit 22e3ff2450fd92033f7f032915e1f64894a09584" in header, path.name
+
+
+@pytest.mark.parametrize("path", SB3_TUNED, ids=[p.stem for p in SB3_TUNED])
+def test_sb3_agents_use_the_zoo_settings_they_claim(path):
+    agent, env = _pair(path)
+    if env == "lunarlander" and importlib.util.find_spec("Box2D") is None:
+        pytest.skip("Box2D is not installed (pip install -e '.[box2d]')")
+    zoo = OmegaConf.to_container(OmegaConf.load(path).agent)
+    task = _sb3_task(f"agent={agent}", f"env={env}")
+    try:
+        _check_settings(task, zoo)
+        _check_net(task.agent.model, agent.removeprefix("sb3_"))
+    finally:
+        task.close()
+
+
+@pytest.mark.parametrize("agent", ["sb3_dqn", "sb3_a2c", "sb3_ppo"])
+def test_sb3_agents_use_sb3s_own_defaults_where_the_zoo_has_no_settings(agent):
+    from lab.rl.sb3 import _algorithms
+
+    shipped = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "agent" / f"{agent}.yaml"))
+    algorithm = _algorithms()[shipped["algo"]]
+    sb3 = {k: p.default for k, p in inspect.signature(algorithm).parameters.items()}
+    assert shipped["lr"] == sb3["learning_rate"] and shipped["lr_schedule"] == "constant"
+    assert not shipped["normalize"] and not shipped["policy_kwargs"]
+    for key, value in shipped["hyperparams"].items():
+        assert value == sb3[key], key
+    assert not (CONF_DIR / "tuned" / f"{agent}_catch.yaml").exists()
+    task = _sb3_task(f"agent={agent}", "env=catch")  # Catch: no zoo entry
+    try:
+        _check_settings(task, shipped)
     finally:
         task.close()
 
