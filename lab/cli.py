@@ -35,6 +35,13 @@ def _key_value(arg: str) -> tuple[str, str] | None:
     return key.lstrip("+~"), value
 
 
+# Presets that became a pair's tuned settings (conf/tuned/<agent>_<env>.yaml).
+MOVED = {
+    "experiment=dqn_catch": "agent=dqn env=catch",
+    "experiment=dqn_atari": "agent=dqn env=pong",
+}
+
+
 def check_group_choices(argv: list[str]) -> None:
     """``agent=dqnn`` names the options there are, before Hydra prints a screenful."""
     groups = {d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name != "hydra"}
@@ -53,7 +60,15 @@ def check_group_choices(argv: list[str]) -> None:
         if key not in groups or "(" in value:
             continue  # not a group, or a sweep function such as choice(...) for Hydra to expand
         for choice in value.strip("[]").split(","):  # a list (logger=[a,b]) or a sweep
-            if choice != "null" and not (CONF_DIR / key / f"{choice}.yaml").is_file():
+            if f"{key}={choice}" in MOVED:
+                now = MOVED[f"{key}={choice}"]
+                raise ConfigError(
+                    f"{key}={choice} is gone: `{now}` now takes those settings by itself "
+                    f"(conf/tuned/{now.replace('agent=', '').replace(' env=', '_')}.yaml)"
+                )
+            if choice in ("null", "none" if key == "tuned" else "null"):
+                continue  # tuned=none: the agent's defaults even where a tuned file exists
+            if not (CONF_DIR / key / f"{choice}.yaml").is_file():
                 options = ", ".join(sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml")))
                 raise ConfigError(f"{key}={choice}: no such option; choose one of: {options}")
 

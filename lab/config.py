@@ -12,6 +12,27 @@ from lab.errors import ConfigError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the shipped Hydra configs
 
 
+def tuned_settings(cfg: DictConfig) -> str | None:
+    """Which settings an RL run's agent took: its ``conf/tuned/<agent>_<env>.yaml`` or defaults.
+
+    ``conf/config.yaml`` merges that file, when it exists, through the optional default
+    ``tuned: ${agent}_${env}`` (``tuned=none`` skips it); this reads Hydra's choice back so a
+    run can say what it used. None outside a Hydra run and for generative runs.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.get("agent") is None or not HydraConfig.initialized():
+        return None
+    choices = HydraConfig.get().runtime.choices
+    defaults = f"agent={choices.get('agent')} defaults"
+    if choices.get("tuned") == "none":
+        return f"{defaults} (tuned=none)"
+    tuned = CONF_DIR / "tuned" / f"{choices.get('tuned')}.yaml"
+    if tuned.is_file():
+        return str(tuned.relative_to(CONF_DIR.parent))
+    return f"{defaults} (no {tuned.relative_to(CONF_DIR.parent)})"
+
+
 def validate(cfg: DictConfig) -> None:
     """Every check that spans config groups, once, before anything is built.
 

@@ -23,7 +23,7 @@ from lab.compute import (
     set_rng_state,
     set_threads,
 )
-from lab.config import validate
+from lab.config import tuned_settings, validate
 from lab.curves import plot_curves, read_rows
 from lab.errors import ConfigError
 from lab.loggers import Logger, MetricsFile
@@ -103,6 +103,9 @@ def run(cfg: DictConfig, run_dir: Path) -> Summary:
             "or choose another hydra.run.dir"
         )
     saved = checkpoint.load(resume / "checkpoints" / "last.pt") if resume else None
+    settings = tuned_settings(cfg)
+    if settings is not None:
+        log.info("settings: %s", settings)
     set_threads(cfg.threads)
     compute = Compute(resolve_device(cfg.device), cfg.precision)
     seed_everything(cfg.seed)
@@ -122,7 +125,7 @@ def run(cfg: DictConfig, run_dir: Path) -> Summary:
         config = OmegaConf.to_container(cfg, resolve=True)
         logger = Logger(cfg, run_dir, config, state.wandb_id, start_step=task.step)
         state.wandb_id = logger.wandb_id
-        summary = Loop(cfg, run_dir, task, state, logger, compute).run()
+        summary = Loop(cfg, run_dir, task, state, logger, compute, settings).run()
     finally:
         task.close()
     print_summary(summary, run_dir)
@@ -133,10 +136,17 @@ class Loop:
     """Training loop state that the helpers below share."""
 
     def __init__(
-        self, cfg, run_dir: Path, task: Task, state: RunState, logger: Logger, compute: Compute
+        self,
+        cfg,
+        run_dir: Path,
+        task: Task,
+        state: RunState,
+        logger: Logger,
+        compute: Compute,
+        settings: str | None = None,
     ):
         self.cfg, self.run_dir, self.task, self.state = cfg, run_dir, task, state
-        self.logger, self.compute = logger, compute
+        self.logger, self.compute, self.settings = logger, compute, settings
         self.window = MetricWindow(task.step_unit, task.headline_metric)
         self.started = time.perf_counter() - state.elapsed
         self.curves_due = CURVES_EVERY_SECONDS  # a run shorter than that draws at its end only
@@ -293,6 +303,7 @@ class Loop:
                     "reached_step": state.reached_step,
                     "reached_seconds": state.reached_seconds,
                 },
+                settings=self.settings,
                 error=error,
                 exit_code=exit_code,
             )

@@ -22,14 +22,16 @@ class Summary:
     metrics: dict[str, float]
     best: dict[str, float]
     threshold: dict
+    settings: str | None = None  # RL: the conf/tuned file the agent took, or its defaults
     error: str | None = None
     exit_code: int = field(default=0, repr=False)  # for the process, not the file
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         del data["exit_code"]
-        if data["error"] is None:
-            del data["error"]
+        for optional in ("settings", "error"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 
@@ -48,6 +50,8 @@ def print_summary(summary: Summary, run_dir: Path) -> None:
         f"lab: {s.algo} on {s.task}, seed {s.seed}: {s.status.upper()} "
         f"after {s.steps:,} steps in {s.wall_seconds:.1f} s on {s.device}",
     ]
+    if s.settings:
+        lines.append(f"  settings: {s.settings}")
     width = max((len(k) for k in s.metrics), default=0)
     for key, value in s.metrics.items():
         best = s.best.get(key)

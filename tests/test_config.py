@@ -160,18 +160,6 @@ def test_logger_options_build(tmp_path, logger):
 EXPERIMENTS = {  # what each preset must set: (env id, net, agent keys, sweep params)
     "bench_a3c": ("CartPole-v1", "MLP", {}, {"agent": "a3c,sb3_a2c", "seed": "0,1,2,3,4"}),
     "bench_cartpole": ("CartPole-v1", "MLP", {}, {"agent": "dqn,sb3_dqn", "seed": "0,1,2,3,4"}),
-    "dqn_atari": (
-        "ALE/Pong-v5",
-        "NatureCNN",
-        {"total_steps": 10_000_000, "lr": 1e-4, "n_step": 1, "learning_starts": 80_000},
-        {},
-    ),
-    "dqn_catch": (
-        "lab/Catch-v0",
-        "NatureCNN",
-        {"total_steps": 10_000, "lr": 5e-4, "buffer_size": 10_000, "eps_fraction": 0.3},
-        {},
-    ),
 }
 
 
@@ -190,8 +178,6 @@ def test_experiment_options_compose_and_build(experiment):
     if sweep:  # the benchmarks: one-thread timing runs that stop when solved, without W&B
         assert cfg.hydra.mode.name == "MULTIRUN"
         assert cfg.stop_on_threshold and cfg.threads == 1 and not cfg.logger
-    if "atari" in experiment and not HAS_ALE:
-        pytest.skip("ale-py is not installed (pip install -e '.[atari]')")
     del cfg.hydra
     _tiny_task(cfg).close()
 

@@ -20,7 +20,7 @@ def test_dqn_learns_cartpole_within_its_default_budget(tmp_path):
 @pytest.mark.slow
 def test_dqn_learns_catch_from_pixels_with_nature_cnn(tmp_path):
     run = tmp_path / "run"
-    result = lab(run, "experiment=dqn_catch", "logger=none", "seed=0", "stop_on_threshold=true")
+    result = lab(run, "agent=dqn", "env=catch", "logger=none", "seed=0", "stop_on_threshold=true")
     assert result.returncode == 0, result.stderr
     summary = read_summary(run)
     assert summary["task"] == "lab/Catch-v0"

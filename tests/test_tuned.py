@@ -1,0 +1,81 @@
+"""Tuned settings per (agent, env): ``conf/tuned/<agent>_<env>.yaml``, merged only for its pair."""
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from lab.config import CONF_DIR
+from tests.conftest import TINY_DQN, compose_config, lab, read_summary
+
+TUNED = sorted((CONF_DIR / "tuned").glob("*.yaml"))
+AGENTS = sorted(p.stem for p in (CONF_DIR / "agent").glob("*.yaml"))
+ENVS = sorted(p.stem for p in (CONF_DIR / "env").glob("*.yaml"))
+
+
+def pair(path) -> tuple[str, str]:
+    """``dqn_cartpole`` → (dqn, cartpole); the agent name may itself hold ``_`` (sb3_dqn)."""
+    for agent in sorted(AGENTS, key=len, reverse=True):
+        env = path.stem.removeprefix(f"{agent}_")
+        if path.stem.startswith(f"{agent}_") and env in ENVS:
+            return agent, env
+    raise AssertionError(f"{path.name}: not <agent>_<env> for any conf/agent and conf/env")
+
+
+def leaves(node, prefix: str = "") -> dict:
+    """The file's settings as dotted keys (its defaults list aside)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        if key != "defaults":
+            out |= leaves(value, f"{prefix}.{key}" if prefix else key)
+    return out
+
+
+def settings(path) -> dict:
+    return leaves(yaml.safe_load(path.read_text()))
+
+
+def test_there_are_tuned_settings_for_the_pairs_the_lab_promises():
+    promised = [f"dqn_{e}" for e in ("cartpole", "acrobot", "mountaincar", "lunarlander", "catch")]
+    promised += [f"{a}_{e}" for a in ("a2c", "a3c") for e in ("cartpole", "acrobot", "lunarlander")]
+    missing = sorted(set(promised) - {p.stem for p in TUNED})
+    assert not missing, f"no conf/tuned file for {missing}"
+
+
+@pytest.mark.parametrize("path", TUNED, ids=[p.stem for p in TUNED])
+def test_tuned_file_is_merged_for_its_pair_and_only_for_it(path):
+    agent, env = pair(path)
+    wanted = settings(path)
+    cfg = compose_config(f"agent={agent}", f"env={env}")
+    for key, value in wanted.items():
+        assert OmegaConf.select(cfg, key) == value, f"{path.name}: {key}"
+    # The same pair with tuned=none runs the agent's defaults, which differ in at least one
+    # of these keys: a tuned file that only repeats the defaults tunes nothing.
+    plain = compose_config(f"agent={agent}", f"env={env}", "tuned=none")
+    assert any(OmegaConf.select(plain, k) != v for k, v in wanted.items()), path.name
+    # An env without a tuned file for this agent gets none of it.
+    for other in ENVS:
+        if other != env and not (CONF_DIR / f"tuned/{agent}_{other}.yaml").exists():
+            cfg = compose_config(f"agent={agent}", f"env={other}")
+            assert cfg.agent == compose_config(f"agent={agent}", f"env={other}", "tuned=none").agent
+            break
+
+
+def test_command_line_overrides_win_over_tuned_settings():
+    cfg = compose_config("agent=dqn", "env=cartpole", "agent.lr=0.123")
+    assert cfg.agent.lr == 0.123
+
+
+def test_a_run_says_which_settings_it_took(tmp_path):
+    tuned = lab(tmp_path / "tuned", "agent=dqn", "env=cartpole", *TINY_DQN)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "settings: conf/tuned/dqn_cartpole.yaml" in tuned.stdout + tuned.stderr
+    assert read_summary(tmp_path / "tuned")["settings"] == "conf/tuned/dqn_cartpole.yaml"
+
+    short = ("agent.total_steps=500", "eval.interval=500", "eval.episodes=1")
+    plain = lab(tmp_path / "plain", "agent=a2c", "env=mountaincar", *short)
+    assert plain.returncode == 0, plain.stderr
+    said = "agent=a2c defaults (no conf/tuned/a2c_mountaincar.yaml)"
+    assert said in plain.stdout + plain.stderr
+    assert read_summary(tmp_path / "plain")["settings"] == said
