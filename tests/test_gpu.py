@@ -34,7 +34,7 @@ def test_dqn_learns_on_the_gpu_under_the_requested_autocast(precision, dtype):
         assert batch.obs.device.type == "cuda" and batch.actions.device.type == "cuda"
         with agent.compute.autocast():
             assert agent.q(batch.obs).dtype == dtype
-        loss, _ = agent.loss(batch)
+        loss, *_ = agent.loss(batch)
         assert loss.dtype == torch.float32 and torch.isfinite(loss)  # the loss is taken in fp32
         metrics, _ = task.evaluate(media_dir=None)
         assert metrics["eval/return_mean"] > 0

@@ -7,13 +7,13 @@ from lab.rl.actor_critic import (
     LossSettings,
     RolloutCollector,
     actor_critic_loss,
-    annealed_lr,
     build_actor_critic,
     check_actor_critic,
     greedy_policy,
 )
 from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_vec_env
+from lab.rl.returns import annealed_lr
 from lab.stop import StopCheck, never
 
 

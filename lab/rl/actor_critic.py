@@ -16,7 +16,7 @@ from lab.errors import ConfigError
 from lab.nets import Torso
 from lab.rl.agent import EpisodeLists, Policy, book_episodes
 from lab.rl.env import require_discrete
-from lab.rl.returns import gae, linear_schedule, nstep_returns
+from lab.rl.returns import gae, nstep_returns
 
 State = tuple[torch.Tensor, torch.Tensor] | None
 
@@ -275,8 +275,3 @@ def check_actor_critic(gae_lambda: float | None, **positive: float) -> None:
     lam = gae_lambda
     if lam is not None and not 0 <= lam <= 1:
         raise ConfigError(f"agent.gae_lambda={lam}: must be in [0, 1], or null for n-step returns")
-
-
-def annealed_lr(lr: float, anneal: bool, step: int, total_steps: int) -> float:
-    """``lr``, or with ``anneal`` linearly from ``lr`` at step 0 to 0 at ``total_steps``."""
-    return linear_schedule(step, lr, 0.0, total_steps) if anneal else lr

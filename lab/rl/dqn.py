@@ -19,7 +19,7 @@ from lab.errors import ConfigError
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, book_episodes, episode_lists
 from lab.rl.env import make_vec_env, require_discrete
 from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
-from lab.rl.returns import double_q_value, linear_schedule, td_target
+from lab.rl.returns import annealed_lr, double_q_value, linear_schedule, td_target
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")
@@ -51,6 +51,7 @@ class DQN:
         optimizer,
         num_envs: int = 4,
         lr: float = 1e-3,
+        lr_anneal: bool = False,
         gamma: float = 0.98,
         n_step: int = 3,
         buffer_size: int = 100_000,
@@ -87,6 +88,7 @@ class DQN:
         self.double, self.huber_delta, self.max_grad_norm = double, huber_delta, max_grad_norm
         self.eps_start, self.eps_end = eps_start, eps_end
         self.eps_steps = int(eps_fraction * ctx.total_steps)
+        self.lr, self.lr_anneal, self.total_steps = lr, lr_anneal, ctx.total_steps
 
         self.envs = make_vec_env(ctx.env, num_envs, train=True)
         self.num_envs = num_envs
@@ -99,6 +101,10 @@ class DQN:
                 "use net=mlp (or nature_cnn for images)"
             )
         self.q = QNetwork(torso, self.n_actions, dueling).to(self.device)
+        # Double DQN's online values of s': for a small MLP, one forward over s and s' together
+        # saves the per-call overhead that dominates; for a conv net the backward pass would
+        # then run over both halves, so s' gets its own forward without a graph.
+        self.fuse_double = len(obs_space.shape) == 1
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = instantiate(optimizer)(self.q.parameters())
         self.buffer = ReplayBuffer(buffer_size, obs_space.shape, obs_space.dtype, ctx.seed)
@@ -157,26 +163,34 @@ class DQN:
 
     # Learning ---------------------------------------------------------------------------
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Huber TD loss on the taken actions; also returns the mean Q for logging."""
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Huber TD loss on the taken actions; also the mean Q and the mean action gap.
+
+        The action gap (best minus second-best Q) is what the greedy policy rests on: once
+        it is smaller than the Q-values' noise, the policy flips between evaluations.
+        """
         with self.compute.autocast():
-            if self.double:  # one forward of the online net over s and s' together
+            if self.double and self.fuse_double:  # one forward of the online net over s, s'
                 q_all, next_q_online = self.q(torch.cat([batch.obs, batch.next_obs])).chunk(2)
+                next_q_online = next_q_online.detach()
             else:
                 q_all = self.q(batch.obs)
             q = q_all.gather(1, batch.actions[:, None]).squeeze(1)
             with torch.no_grad():
                 next_q_target = self.q_target(batch.next_obs)
                 if self.double:
-                    next_value = double_q_value(next_q_online.detach(), next_q_target)
+                    if not self.fuse_double:
+                        next_q_online = self.q(batch.next_obs)
+                    next_value = double_q_value(next_q_online, next_q_target)
                 else:
                     next_value = next_q_target.max(dim=1).values
                 target = td_target(batch.rewards, batch.discounts, next_value.float())
             loss = F.huber_loss(q.float(), target, delta=self.huber_delta)
-        return loss, q.detach().mean()
+        top2 = q_all.detach().float().topk(min(2, self.n_actions), dim=1).values
+        return loss, q.detach().mean(), (top2[:, 0] - top2[:, -1]).mean()
 
-    def update(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loss, q_mean = self.loss(self.buffer.sample(self.batch_size, self.device))
+    def update(self) -> tuple[torch.Tensor, ...]:
+        loss, q_mean, gap = self.loss(self.buffer.sample(self.batch_size, self.device))
         grad_norm = self.compute.backward_step(loss, self.optimizer, self.max_grad_norm)
         self.updates += 1
         if self.target_tau < 1.0:
@@ -184,26 +198,38 @@ class DQN:
             torch._foreach_lerp_(target, online, self.target_tau)
         elif self.updates % self.target_interval == 0:
             self.q_target.load_state_dict(self.q.state_dict())
-        return loss.detach(), q_mean, grad_norm
+        return loss.detach(), q_mean, gap, grad_norm
 
     def learn(self, budget: int, stop: StopCheck = never) -> dict[str, float | list[float]]:
         """Collect at least one vector step and up to ``budget`` env steps, updating as we go."""
         finished = episode_lists()
-        stats, n_updates = torch.zeros(3, device=self.device), 0
+        stats, n_updates = torch.zeros(4, device=self.device), 0
         end = self.step + max(budget, 1)
         while self.step < end:
             self._collect(finished)
             ready = len(self.buffer) >= max(self.learning_starts, self.batch_size)
             if ready and self.vector_steps % self.train_every == 0:
+                lr = annealed_lr(self.lr, self.lr_anneal, self.step, self.total_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
                 for _ in range(self.gradient_steps):
                     stats += torch.stack(self.update())
                     n_updates += 1
             if stop():
                 break
-        metrics: dict[str, float | list[float]] = {"train/epsilon": self.epsilon(), **finished}
+        metrics: dict[str, float | list[float]] = {
+            "train/epsilon": self.epsilon(),
+            "train/learning_rate": self.optimizer.param_groups[0]["lr"],
+            **finished,
+        }
         if n_updates:
-            loss, q_mean, grad_norm = (stats / n_updates).tolist()
-            metrics |= {"train/loss": loss, "train/q_mean": q_mean, "train/grad_norm": grad_norm}
+            loss, q_mean, gap, grad_norm = (stats / n_updates).tolist()
+            metrics |= {
+                "train/loss": loss,
+                "train/q_mean": q_mean,
+                "train/action_gap": gap,
+                "train/grad_norm": grad_norm,
+            }
         metrics["counter/updates"] = self.updates
         return metrics
 

@@ -37,6 +37,11 @@ def linear_schedule(step: int, start: float, end: float, duration: int) -> float
     return start + fraction * (end - start)
 
 
+def annealed_lr(lr: float, anneal: bool, step: int, total_steps: int) -> float:
+    """``lr``, or with ``anneal`` linearly from ``lr`` at step 0 to 0 at ``total_steps``."""
+    return linear_schedule(step, lr, 0.0, total_steps) if anneal else lr
+
+
 def nstep_returns(
     rewards: torch.Tensor, next_values: torch.Tensor, cuts: torch.Tensor, gamma: float
 ) -> torch.Tensor:
