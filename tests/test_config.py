@@ -160,7 +160,20 @@ def test_logger_options_build(tmp_path, logger):
 EXPERIMENTS = {  # what each preset must set: (env id, net, agent keys, sweep params)
     "bench_a3c": ("CartPole-v1", "MLP", {}, {"agent": "a3c,sb3_a2c", "seed": "0,1,2,3,4"}),
     "bench_cartpole": ("CartPole-v1", "MLP", {}, {"agent": "dqn,sb3_dqn", "seed": "0,1,2,3,4"}),
+    "bench_dqn": (
+        "CartPole-v1",
+        "MLP",
+        {},
+        {"agent": "dqn", "env": "cartpole,acrobot,mountaincar,lunarlander,catch", "seed": "0,1,2"},
+    ),
+    "bench_actor_critic": (
+        "CartPole-v1",
+        "MLP",
+        {},
+        {"agent": "a2c,a3c", "env": "cartpole,acrobot,lunarlander", "seed": "0,1,2"},
+    ),
 }
+TIME_TO_SOLVE = ("bench_cartpole", "bench_a3c")  # stop once solved; the others run their budget
 
 
 def test_every_experiment_has_a_case():
@@ -175,9 +188,9 @@ def test_experiment_options_compose_and_build(experiment):
     for key, value in agent_keys.items():
         assert cfg.agent[key] == value, key
     assert dict(cfg.hydra.sweeper.params or {}) == sweep
-    if sweep:  # the benchmarks: one-thread timing runs that stop when solved, without W&B
-        assert cfg.hydra.mode.name == "MULTIRUN"
-        assert cfg.stop_on_threshold and cfg.threads == 1 and not cfg.logger
+    if sweep:  # the benchmarks: timing runs without W&B; time-to-solve ones stop when solved
+        assert cfg.hydra.mode.name == "MULTIRUN" and not cfg.logger
+        assert cfg.stop_on_threshold == (experiment in TIME_TO_SOLVE)
     del cfg.hydra
     _tiny_task(cfg).close()
 
