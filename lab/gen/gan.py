@@ -76,10 +76,6 @@ class GAN(GenerativeModel):
             )
             self.nets["generator_ema"] = self.ema
 
-    def _adam(self, net: str, lr: float, betas) -> torch.optim.Adam:
-        fused = self.device.type in ("cuda", "cpu")
-        return torch.optim.Adam(self.nets[net].parameters(), lr=lr, betas=tuple(betas), fused=fused)
-
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1]: from the EMA generator when there is one and not training."""
         G = self.nets["generator"]

@@ -61,6 +61,17 @@ def gradient_penalty(
     return (grad.flatten(1).norm(dim=1) - 1).square().mean()
 
 
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """E[||∇D(x)||²] on real images x: R1 (Mescheder et al. 2018), weighted by γ/2 in the loss.
+
+    In fp32 whatever the precision, and differentiable (``create_graph``), as
+    ``gradient_penalty`` is.
+    """
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(real).float().sum(), real, create_graph=True)
+    return grad.flatten(1).square().sum(dim=1).mean()
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Per-row KL(N(mu, exp(logvar)) || N(0, I)) of a diagonal Gaussian, in nats:
 

@@ -3,8 +3,8 @@ to sample codes from, and images from codes.
 
 A model sees real batches through a callable (a WGAN critic takes several per generator step)
 and returns plain numbers. ``generate(z)`` gives images in [-1, 1] for FID and sample grids.
-The families: GANs in ``lab/gen/gan.py``, the autoencoder and the VAE in
-``lab/gen/autoencoders.py``.
+The families: GANs in ``lab/gen/gan.py`` and ``lab/gen/stylegan.py``, the autoencoder and the
+VAE in ``lab/gen/autoencoders.py``.
 """
 
 from abc import ABC, abstractmethod
@@ -16,6 +16,7 @@ from torch import nn
 
 from lab.compute import Compute
 from lab.config import require_positive
+from lab.errors import ConfigError
 from lab.gen.nets import init_dcgan
 
 Batches = Callable[[], torch.Tensor]
@@ -46,6 +47,14 @@ class GenerativeModel(ABC):
     @abstractmethod
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] from codes ``z`` drawn by ``latent``."""
+
+    def generate_truncated(self, z: torch.Tensor, psi: float) -> torch.Tensor:
+        """Images from codes ``z`` whose style is pulled towards the mean by ``psi`` in (0, 1]:
+        only a model with a mapping network (a mean style) has this."""
+        raise ConfigError(
+            f"truncation={psi}: {type(self).__name__} has no mapping network to truncate; "
+            "only model=stylegan samples with truncation"
+        )
 
     def fit_prior(self, images: torch.Tensor) -> None:  # noqa: B027 (a hook; most need none)
         """Fit the prior ``latent`` draws from to the training ``images`` (float, [-1, 1]).
@@ -91,6 +100,10 @@ class GenerativeModel(ABC):
         for name, net in nets.items():
             init_dcgan(net)
             self.nets[name] = net.to(self.device, memory_format=self.memory_format)
+
+    def _adam(self, net: str, lr: float, betas) -> torch.optim.Adam:
+        fused = self.device.type in ("cuda", "cpu")
+        return torch.optim.Adam(self.nets[net].parameters(), lr=lr, betas=tuple(betas), fused=fused)
 
     def _step(self, loss: torch.Tensor, optimizer: str) -> None:
         self.compute.backward_step(loss, self.optimizers[optimizer], max_grad_norm=None)
