@@ -4,7 +4,9 @@ Loads the run's config and ``checkpoints/best.pt`` (lowest FID; ``checkpoint=las
 final weights) and writes ``samples/samples_<n>_seed<seed>.png`` (a grid) and ``.npz``
 (``images``: uint8 ``[n, C, H, W]``, ``z``: the latents) into the run (or ``out=DIR``).
 
-Options: ``n=64``, ``seed=0``, ``checkpoint=best|last``, ``out=DIR``, ``device=auto``.
+Options: ``n=64``, ``seed=0``, ``checkpoint=best|last``, ``out=DIR``, ``device=auto``, and
+``truncation=ψ`` in (0, 1] for a model with a mapping network (stylegan): each code's style is
+pulled towards the mean style, ``samples_<n>_seed<seed>_psi<ψ>.png``; other models refuse it.
 """
 
 import sys
@@ -27,15 +29,36 @@ from lab.gen.data import to_uint8
 from lab.gen.images import save_grid
 from lab.gen.task import build_model
 
-USAGE = "usage: python -m lab.sample <run dir> [n=64] [seed=0] [checkpoint=best]"
+USAGE = "usage: python -m lab.sample <run dir> [n=64] [seed=0] [checkpoint=best] [truncation=ψ]"
+
+
+def fraction(text: str) -> float:
+    """An option's parser: ψ in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number in (0, 1]") from None
+    if not 0 < value <= 1:
+        raise ValueError("must be in (0, 1]")
+    return value
+
+
 OPTIONS = {
     "n": positive_int,
     "seed": non_negative_int,
     "checkpoint": checkpoint_name,
     "out": str,
     "device": str,
+    "truncation": fraction,
 }
-DEFAULTS = {"n": 64, "seed": 0, "checkpoint": "best", "out": None, "device": "auto"}
+DEFAULTS = {
+    "n": 64,
+    "seed": 0,
+    "checkpoint": "best",
+    "out": None,
+    "device": "auto",
+    "truncation": None,
+}
 
 
 def parse(argv: list[str]) -> tuple[Path, dict]:
@@ -43,7 +66,15 @@ def parse(argv: list[str]) -> tuple[Path, dict]:
     return run_dir, DEFAULTS | given
 
 
-def sample(run_dir: Path, n: int, seed: int, which: str, out: Path, device: str) -> Path:
+def sample(
+    run_dir: Path,
+    n: int,
+    seed: int,
+    which: str,
+    out: Path,
+    device: str,
+    truncation: float | None = None,
+) -> Path:
     cfg = run_config(run_dir)
     if cfg.get("model") is None:
         raise ConfigError(f"{run_dir}: an RL run ({cfg.agent.name}); samples need a model= run")
@@ -54,13 +85,18 @@ def sample(run_dir: Path, n: int, seed: int, which: str, out: Path, device: str)
     model.train(False)
     with torch.inference_mode():
         z = model.latent(n, torch.Generator().manual_seed(seed))
-        images = torch.cat([model.generate(chunk) for chunk in z.split(500)])
-    stem = out / f"samples_{n}_seed{seed}"
-    save_grid(images[:256], stem.with_suffix(".png"))
-    np.savez_compressed(
-        stem.with_suffix(".npz"), images=to_uint8(images.cpu()).numpy(), z=z.cpu().numpy()
-    )
+        images = torch.cat([_draw(model, chunk, truncation) for chunk in z.split(500)])
+    name = f"samples_{n}_seed{seed}" + ("" if truncation is None else f"_psi{truncation:g}")
+    stem = out / name  # suffixes by hand: with_suffix would cut a ψ of 0.7 at its dot
+    save_grid(images[:256], Path(f"{stem}.png"))
+    np.savez_compressed(f"{stem}.npz", images=to_uint8(images.cpu()).numpy(), z=z.cpu().numpy())
     return stem
+
+
+def _draw(model, z: torch.Tensor, truncation: float | None) -> torch.Tensor:
+    if truncation is None:
+        return model.generate(z)
+    return model.generate_truncated(z, truncation)  # a model without a mapping network refuses
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             options["checkpoint"],
             out,
             options["device"],
+            options["truncation"],
         )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
