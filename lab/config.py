@@ -178,3 +178,19 @@ def instantiate(node: DictConfig, group: str = "", **kwargs):
 def _group_of(node: DictConfig) -> str:
     """``net``, ``dataset``, ``agent.optimizer``: where the node sits in the config."""
     return node._get_full_key(None) or "config"
+
+
+def compose_with_options(argv: list[str], options: dict[str, int], *base: str) -> DictConfig:
+    """A tool's command line: ``name=int`` for its own ``options`` (updated in place), every
+    other ``key=value`` a config override after ``base`` (``python -m lab.rl.bench``)."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in options:
+            options[key] = int(value)
+        else:
+            overrides.append(arg)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", [*base, *overrides])

@@ -192,6 +192,19 @@ def test_a3c_interrupt_then_resume_continues_the_step_counter(tmp_path):
 
 
 @pytest.mark.slow
+def test_a3c_final_policy_holds_at_a_fixed_seed(tmp_path):
+    """The whole default budget with one worker (reproducible): the policy the run ends with
+    scores >= 475 at a seed where it holds. Across seeds it does not always (README, "Final
+    policies on seeds nobody tuned on"): this guards the seed where it does."""
+    run = tmp_path / "run"
+    result = lab(run, "agent=a3c", "agent.workers=1", "seed=1001", "logger=none", timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = read_summary(run)
+    assert summary["status"] == "completed", summary
+    assert summary["metrics"]["eval/return_mean"] >= 475, summary  # the final policy
+
+
+@pytest.mark.slow
 def test_a3c_with_two_workers_learns_cartpole(tmp_path):
     run = tmp_path / "run"
     result = lab(

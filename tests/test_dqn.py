@@ -57,3 +57,11 @@ def test_double_dqn_loss_is_the_same_with_one_forward_or_two():
     assert fused.item() == pytest.approx(separate.item(), rel=1e-6)
     agent.close()
     assert not dqn("net.features=32", env="catch").fuse_double
+
+
+def test_throughput_bench_times_training_alone(capsys):
+    from lab.rl.bench import main
+
+    main(["warmup=200", "steps=200", "agent.learning_starts=100", "env=cartpole"])
+    line = capsys.readouterr().out
+    assert line.startswith("dqn on CartPole-v1: ") and "env steps/s" in line and "updates/s" in line

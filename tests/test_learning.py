@@ -7,14 +7,19 @@ from tests.conftest import TINY_DQN, lab, read_summary
 
 
 @pytest.mark.slow
-def test_dqn_learns_cartpole_within_its_default_budget(tmp_path):
+def test_dqn_learns_cartpole_and_its_final_policy_holds(tmp_path):
+    """The default command, the whole budget: the policy the run ends with scores >= 475.
+
+    Seed 1001 is a tuning seed whose final policy holds; across seeds it does not always
+    (README, "Final policies on seeds nobody tuned on")."""
     run = tmp_path / "run"
-    result = lab(run, "logger=none", "seed=0", "stop_on_threshold=true")
+    result = lab(run, "logger=none", "seed=1001", timeout=600)
     assert result.returncode == 0, result.stderr
     summary = read_summary(run)
-    assert summary["status"] == "solved", summary
-    assert summary["best"]["eval/return_mean"] >= 475
-    assert summary["threshold"]["reached_step"] <= 100_000
+    assert summary["status"] == "completed", summary
+    assert summary["settings"] == "conf/tuned/dqn_cartpole.yaml"
+    assert summary["metrics"]["eval/return_mean"] >= 475, summary  # the final policy
+    assert summary["threshold"]["reached_step"] <= 50_000
 
 
 @pytest.mark.slow

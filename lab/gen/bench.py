@@ -11,23 +11,14 @@ import sys
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from lab.compute import Compute, resolve_device, set_threads
-from lab.config import CONF_DIR
+from lab.config import compose_with_options
 
 
 def main(argv: list[str]) -> None:
     options = {"n": 10000, "repeats": 5}
-    overrides = []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key in options:
-            options[key] = int(value)
-        else:
-            overrides.append(arg)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", ["model=dcgan", *overrides])
+    cfg = compose_with_options(argv, options, "model=dcgan")
     from lab.gen.task import GenTask
 
     set_threads(cfg.threads)
