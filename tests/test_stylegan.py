@@ -176,7 +176,7 @@ def test_the_ema_generator_follows_the_generator_at_the_ramped_decay():
 
 
 def test_lazy_r1_runs_every_k_steps_with_k_times_the_weight(monkeypatch):
-    model = _model(r1_gamma=0.5, r1_interval=3)
+    model = _model(r1_gamma=0.5, r1_interval=3, lr=2.5e-3)
     penalties, steps = [], []
 
     def counted_r1(critic, real):
