@@ -1,6 +1,6 @@
-"""StyleGAN2's generator and discriminator (Karras et al. 2020, configs E of Table 1 at small
-resolution: skip-connected toRGB outputs in the generator, NVIDIA's CIFAR-10 ``orig``
-discriminator), sized from the image shape like the lab's other conv nets.
+"""StyleGAN2's generator and discriminator at small resolution: the skip-connected generator of
+Karras et al. 2020 (§4.1, Fig. 7) and NVIDIA's CIFAR-10 discriminator (``orig``: no residual
+connections), sized from the image shape like the lab's other conv nets.
 
 A square side is halved while it stays even and at least 8 (``lab.gen.nets.plan``): 16 px
 runs at 4 -> 8 -> 16, 32 px at 4 -> 8 -> 16 -> 32, 28 px natively at 7 -> 14 -> 28. The
