@@ -14,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from lab import overrides, sweep
 from lab.config import CONF_DIR
-from lab.errors import ConfigError
+from lab.errors import ConfigError, RunFailed
 
 # conf/hydra/launcher/{joblib,ray}.yaml extend the plugins' schemas of the same name on purpose
 # (a mistyped key is then an error); Hydra calls that pattern deprecated. Set at import, so
@@ -114,6 +114,9 @@ def task_function(cfg: DictConfig) -> float | None:
             if not cfg.get("resume"):
                 _remove_fresh_run_dir(run_dir)
             sys.exit(EXIT_CONFIG)
+        except RunFailed as e:  # the summary says failed; the user reads one line
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
         if summary.exit_code:
             sys.exit(summary.exit_code)
         return objective(cfg, summary.metrics)

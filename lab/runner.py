@@ -25,7 +25,7 @@ from lab.compute import (
 )
 from lab.config import tuned_settings, validate
 from lab.curves import plot_curves, read_rows
-from lab.errors import ConfigError
+from lab.errors import ConfigError, RunFailed
 from lab.loggers import Logger, MetricsFile
 from lab.progress import MetricWindow, ProgressBar
 from lab.summary import Summary, print_summary, write_summary
@@ -185,7 +185,10 @@ class Loop:
             raise
         except Exception as e:
             status, error, exit_code = "failed", f"{type(e).__name__}: {e}", 1
-            log.exception("run failed")
+            if isinstance(e, RunFailed):  # it says why in one line: no traceback
+                log.error("run failed: %s", error)
+            else:
+                log.exception("run failed")
             raise
         finally:
             bar.close()

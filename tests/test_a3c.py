@@ -6,7 +6,9 @@ tests/test_a3c_workers.py; here the same promises are checked through the agent 
 
 import multiprocessing
 import os
+import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from lab.compute import Compute, seed_everything
 from lab.rl.task import build_agent
 from lab.rl.workers import WorkerFailed
 from tests.conftest import (
+    assert_one_line_error,
     compose_config,
     lab,
     lab_background,
@@ -131,43 +134,71 @@ def test_a3c_counts_env_steps_exactly_and_runs_lstm(tmp_path, envs):
     assert all(0 <= step - t < envs for step, t in zip(evals, targets, strict=True)), evals
 
 
-def test_a3c_worker_that_raises_fails_the_run_with_its_error_and_leaves_no_process(tmp_path):
+def test_a3c_worker_that_keeps_raising_fails_the_run_with_its_error_and_leaves_no_process(
+    tmp_path,
+):
     mark = tmp_path / "raised_at"
     cfg = compose_config(
         *LONG_A3C,
         "env.id=lab_test/BreaksInAWorker-v0",
-        "+env.kwargs.breaks_in=lab-a3c-worker-1",
+        "+env.kwargs.breaks_in=lab-a3c-worker-1",  # each replacement of worker 1 too
         "+env.kwargs.after=100",
         f"+env.kwargs.mark={mark}",
+        "agent.max_restarts=2",
         "checkpoint.interval=1000",
     )
-    message = "a3c worker 1 raised: RuntimeError: env broke after 100 steps"
+    message = (
+        r"a3c workers keep dying \(3 within 60 s, more than agent.max_restarts=2\); "
+        r"the last, worker 1, raised RuntimeError: env broke after 100 steps"
+    )
     with pytest.raises(WorkerFailed, match=f"^{message}$"):
         runner.run(cfg, tmp_path)  # in-process: the workers fork with the env registered
     returned_at = time.time()
     summary = read_summary(tmp_path)
-    assert (summary["status"], summary["error"]) == ("failed", f"WorkerFailed: {message}")
-    # The rollouts of 16 envs took 100 steps each; the run ended soon after the 101st.
+    assert summary["status"] == "failed"
+    assert re.fullmatch(f"WorkerFailed: {message}", summary["error"])
+    # The rollouts of 16 envs took 100 steps each; the run ended soon after the third broke.
     assert returned_at - float(mark.read_text()) < 3.0
     assert not [p.name for p in multiprocessing.active_children() if "a3c" in p.name]
 
 
-def test_a3c_worker_killed_fails_the_run_fast_and_leaves_no_process(tmp_path):
+def test_a3c_worker_killed_is_replaced_and_the_run_completes(tmp_path):
     run = tmp_path / "run"
-    proc = lab_background(run, *LONG_A3C)
+    proc = lab_background(run, *LONG_A3C, "agent.total_steps=40000")
     wait_for_rows(run, 2, proc)
     workers = _workers(proc.pid)
     assert len(workers) == 2
-    everyone = _children(proc.pid)
     os.kill(workers[0], signal.SIGKILL)
-    killed_at = time.monotonic()
-    _, err = proc.communicate(timeout=30)
-    assert time.monotonic() - killed_at < 10
-    assert proc.returncode != 0
-    assert "a3c worker" in err
+    time.sleep(1.0)  # its replacement starts within a poll
+    everyone = set(workers) | set(_workers(proc.pid))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
     summary = read_summary(run)
-    assert summary["status"] == "failed"
-    assert "a3c worker" in summary["error"] and "SIGKILL" in summary["error"]
+    assert summary["status"] == "completed"
+    assert 40000 <= summary["steps"] < 40000 + 16  # the lost rollout was redone, not lost
+    log_text = (run / "lab.log").read_text()
+    assert "a3c worker 0 was killed by SIGKILL: replaced (1 so far)" in log_text
+    rows = [r for r in read_metrics(run) if "train/actors_replaced" in r]
+    assert rows[-1]["train/actors_replaced"] == 1
+    assert len(everyone) == 3  # the two, then the replacement
+    assert not [pid for pid in everyone if alive(pid)]
+
+
+def test_a3c_worker_killed_past_max_restarts_fails_the_run_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    proc = lab_background(run, *LONG_A3C, "agent.max_restarts=0")
+    wait_for_rows(run, 2, proc)
+    everyone = _children(proc.pid)
+    os.kill(_workers(proc.pid)[0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - killed_at < 10
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert_one_line_error(
+        result, "a3c workers keep dying", "agent.max_restarts=0", "worker 0, was killed by SIGKILL"
+    )
+    summary = read_summary(run)
+    assert summary["status"] == "failed" and "SIGKILL" in summary["error"]
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]["model"]
     time.sleep(0.5)
     assert not [pid for pid in everyone if alive(pid)]

@@ -1,4 +1,5 @@
-"""The worker pool under A3C (lab/rl/workers.py), with toy workers: credits, faults, shutdown."""
+"""The worker pool under A3C and IMPALA (lab/rl/workers.py), with toy workers: credits,
+lost workers replaced, workers that keep dying, shutdown."""
 
 import os
 import signal
@@ -12,15 +13,22 @@ import pytest
 
 from lab.errors import ConfigError
 from lab.rl import workers
-from lab.rl.workers import WorkerFailed, WorkerLink, WorkerPool, choose_start_method
+from lab.rl.workers import (
+    RestartLimit,
+    WorkerFailed,
+    WorkerLink,
+    WorkerPool,
+    choose_start_method,
+)
 from tests.conftest import ROOT
 
 UNIT = 4  # credits per chunk a toy worker takes
 
 
-def take_and_report(link: WorkerLink, failing: int | None = None) -> None:
-    """Take up to 3 chunks of credits at a time and report them; worker ``failing`` raises at
-    once (were it to wait for credits, the other worker might take them all)."""
+def take_and_report(link: WorkerLink, failing: int | None = None, hold: int | None = None):
+    """Take up to 3 chunks of credits at a time and report them. Worker ``failing`` raises at
+    once (were it to wait for credits, the other worker might take them all), each replacement
+    of it too; worker ``hold`` takes credits and never reports them (its replacement does)."""
     if link.wid == failing:
         raise ValueError("broken on purpose")
     while link.running():
@@ -28,7 +36,14 @@ def take_and_report(link: WorkerLink, failing: int | None = None) -> None:
         if chunks == 0:
             link.sleep()
             continue
-        link.report((chunks * UNIT, taken))
+        while link.wid == hold and link.incarnation == 0:
+            time.sleep(0.05)
+        link.report((chunks * UNIT, taken), credits=chunks * UNIT)
+
+
+def raise_once(link: WorkerLink) -> None:
+    """Worker 1 raises the first time; its replacement works."""
+    take_and_report(link, failing=1 if link.incarnation == 0 else None)
 
 
 def never_stop(link: WorkerLink) -> None:
@@ -37,26 +52,13 @@ def never_stop(link: WorkerLink) -> None:
         time.sleep(0.05)
 
 
-def _pool(failing: int | None = None, target=take_and_report) -> WorkerPool:
-    args = () if target is never_stop else (failing,)
-    return WorkerPool(target=target, args=args, workers=2, name="toy")
+def _pool(*args, target=take_and_report, **kwargs) -> WorkerPool:
+    return WorkerPool(target=target, args=args, workers=2, name="toy", **kwargs)
 
 
 def _use(pool: WorkerPool, credits: int) -> list[tuple[int, int]]:
     """Grant ``credits`` and read the reports until they are used."""
-    pool.grant(credits)
-    reports, used = [], 0
-    for report in pool.reports():
-        reports.append(report)
-        used += report[0]
-        if used >= credits:
-            break
-    return reports
-
-
-def _read_all(pool: WorkerPool) -> None:
-    for _ in pool.reports():
-        pass
+    return list(pool.use(credits))
 
 
 def alive(pid: int) -> bool:
@@ -80,50 +82,75 @@ def test_credits_are_used_exactly_and_the_clock_counts_them():
         pool.close()
 
 
-def test_a_worker_that_raises_fails_the_pool_at_once_while_another_keeps_reporting():
-    pool = _pool(failing=1)
+def test_a_stop_takes_back_the_credits_not_yet_taken():
+    pool = _pool()
+    try:
+        used = sum(chunk for chunk, _ in pool.use(1_000_000, stop=lambda: True))
+        assert used < 100_000  # what the workers took before the first report was read
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_raises_is_replaced_and_the_grant_is_used():
+    pool = _pool(target=raise_once)
+    try:
+        first = pool.processes[1]
+        first.join(timeout=5)  # it raised at once
+        used = sum(chunk for chunk, _ in _use(pool, 1000))
+        assert 1000 <= used < 1000 + UNIT
+        assert pool.deaths.replaced == 1
+        assert pool.processes[1] is not first and pool.processes[1].is_alive()
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_keeps_raising_fails_the_pool_in_one_line_naming_its_error():
+    pool = _pool(1, restarts=RestartLimit(deaths=2, seconds=60))
     processes = list(pool.processes)
     try:
-        pool.grant(10_000_000)  # worker 0 would report for minutes
         started = time.monotonic()
-        with pytest.raises(
-            WorkerFailed, match=r"^toy worker 1 raised: ValueError: broken on purpose$"
-        ):
-            _read_all(pool)
-        assert time.monotonic() - started < 1.0
+        message = (
+            r"^toy workers keep dying \(3 within 60 s, more than agent.max_restarts=2\); "
+            r"the last, worker 1, raised ValueError: broken on purpose$"
+        )
+        with pytest.raises(WorkerFailed, match=message):
+            _use(pool, 10_000_000)  # worker 0 would report for minutes
+        assert time.monotonic() - started < 5.0
+        processes += pool.processes
     finally:
         pool.close()
     assert not any(p.is_alive() for p in processes)
 
 
-def test_a_worker_that_raised_and_exited_is_reported_with_its_error_not_as_dead():
-    # Its error waits in the queue (here behind worker 0's reports) when the clock finds it gone.
-    pool = _pool(failing=1)
+def test_a_killed_worker_is_replaced_and_its_credits_in_flight_go_to_the_others():
+    pool = _pool(None, 0)  # worker 0 sits on the credits it takes until it is killed
     try:
-        pool.grant(1000)
-        pool.processes[1].join(timeout=5)
-        assert pool.processes[1].exitcode == 1
-        with pytest.raises(
-            WorkerFailed, match=r"toy worker 1 raised: ValueError: broken on purpose"
-        ):
-            _read_all(pool)
-    finally:
-        pool.close()
-
-
-def test_a_killed_worker_fails_the_pool_within_a_poll_while_another_keeps_reporting():
-    pool = _pool()
-    try:
-        _use(pool, 10)  # both workers are idle now
-        os.kill(pool.processes[0].pid, signal.SIGKILL)
-        pool.processes[0].join(timeout=5)
-        pool.grant(10_000_000)
+        killer = threading.Timer(0.5, os.kill, (pool.processes[0].pid, signal.SIGKILL))
+        killer.start()
         started = time.monotonic()
-        with pytest.raises(WorkerFailed, match=r"^toy worker 0 died \(killed by SIGKILL\)$"):
-            _read_all(pool)
-        assert time.monotonic() - started < workers.POLL_SECONDS + 0.5
+        used = sum(chunk for chunk, _ in _use(pool, 200))
+        assert 200 <= used < 200 + UNIT  # worker 0's chunks were redone, none counted twice
+        assert time.monotonic() - started < 0.5 + 2.0
+        assert pool.deaths.replaced == 1
+        assert sum(chunk for chunk, _ in _use(pool, 100)) >= 100  # the replacement works
     finally:
+        killer.cancel()
         pool.close()
+
+
+def test_restart_limit_counts_deaths_within_its_window(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(workers.time, "monotonic", lambda: clock[0])
+    deaths = workers.Deaths("toy", RestartLimit(deaths=1, seconds=10))
+    deaths.record("worker 0", "was killed by SIGKILL")
+    clock[0] = 11.0  # the first has left the window
+    deaths.record("worker 0", "was killed by SIGKILL")
+    assert deaths.replaced == 2
+    clock[0] = 12.0
+    with pytest.raises(WorkerFailed, match=r"^toy workers keep dying \(2 within 10 s"):
+        deaths.record("worker 1", "exited with code 3")
+    with pytest.raises(ConfigError, match=r"agent.max_restarts=-1"):
+        workers.restart_limit(-1, 60)
 
 
 def test_workers_ignore_sigint_and_sigterm():
@@ -141,7 +168,7 @@ def test_workers_ignore_sigint_and_sigterm():
 
 def test_close_kills_a_worker_that_does_not_stop(monkeypatch):
     monkeypatch.setattr(workers, "CLOSE_SECONDS", 0.3)
-    pool = _pool(target=never_stop)
+    pool = WorkerPool(target=never_stop, args=(), workers=2, name="toy")
     processes = list(pool.processes)
     started = time.monotonic()
     pool.close()

@@ -32,7 +32,7 @@ from lab.rl.actor_critic import (
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, episode_lists
 from lab.rl.env import make_env, make_vec_env
 from lab.rl.returns import annealed_lr
-from lab.rl.workers import WorkerLink, WorkerPool
+from lab.rl.workers import WorkerLink, WorkerPool, restart_limit
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")
@@ -59,7 +59,6 @@ class ActorLearnerSpec:
 class Report(NamedTuple):
     """What an actor-learner sends the main process after each update."""
 
-    credits: int  # env steps of credit used: whole vector steps
     transitions: int  # real transitions among them (an autoreset step is none)
     episodes: EpisodeLists
     metrics: dict[str, float]
@@ -93,6 +92,8 @@ class A3C:
         max_grad_norm: float = 40.0,
         lr_anneal: bool = True,
         shared_torso: bool | None = None,
+        max_restarts: int = 5,
+        restart_window_s: float = 60.0,
     ):
         workers = available_cores() if workers is None else workers
         if workers < 1:
@@ -131,6 +132,7 @@ class A3C:
             workers=workers,
             start_method=start_method,
             name="a3c",
+            restarts=restart_limit(max_restarts, restart_window_s),
         )
         log.info("a3c: %d workers x %d envs (%s)", workers, spec.envs, self.pool.start_method)
 
@@ -141,14 +143,10 @@ class A3C:
         grant may overshoot by less than that; the overshoot is not carried over. The loop ends
         once the reported steps cover the budget, which is when every grant has been reported.
         """
-        budget = max(budget, 1)
-        self.pool.grant(budget)
         finished = episode_lists()
         sums: dict[str, float] = {}
         n = 0
-        outstanding, revoked = budget, False
-        for report in self.pool.reports():
-            outstanding -= report.credits
+        for report in self.pool.use(max(budget, 1), stop):
             self.step += report.transitions
             self.updates += 1
             for key, values in report.episodes.items():
@@ -156,13 +154,9 @@ class A3C:
             for key, value in report.metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
             n += 1
-            if stop() and not revoked:  # no new rollouts; those in flight still report
-                outstanding -= self.pool.revoke()
-                revoked = True
-            if outstanding <= 0:
-                break
-        out: dict = {k: v / n for k, v in sums.items()} | finished
+        out: dict = {k: v / max(n, 1) for k, v in sums.items()} | finished
         out["counter/updates"] = self.updates
+        out["counter/actors_replaced"] = self.pool.deaths.replaced
         return out
 
     def policy(self) -> Policy:
@@ -173,7 +167,11 @@ class A3C:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "counters": {"step": self.step, "updates": self.updates},
+            "counters": {
+                "step": self.step,
+                "updates": self.updates,
+                "actors_replaced": self.pool.deaths.replaced,
+            },
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -188,6 +186,7 @@ class A3C:
             for key, value in saved.get(index, {}).items():
                 self.optimizer.state[p][key].copy_(value)
         self.step, self.updates = state["counters"]["step"], state["counters"]["updates"]
+        self.pool.deaths.replaced = state["counters"].get("actors_replaced", 0)
         self.pool.set_taken(self.step)
 
     def close(self) -> None:
@@ -225,7 +224,7 @@ def actor_learner(
     """One actor-learner of the paper's Algorithm S3, as a process: until the pool closes,
     sync θ' ← θ, act for up to ``t_max`` steps, and apply dθ to θ through the shared optimizer.
     """
-    seed = spec.seed + 1000 * (link.wid + 1)
+    seed = link.seed(spec.seed)
     seed_everything(seed)
     envs = make_vec_env(spec.env, spec.envs, train=True)
     local = build_actor_critic(
@@ -259,5 +258,5 @@ def actor_learner(
             group["lr"] = annealed_lr(spec.lr, spec.lr_anneal, global_step, spec.total_steps)
         optimizer.step()
         metrics = {key: float(value) for key, value in metrics.items()}
-        link.report(Report(steps * spec.envs, transitions, episodes, metrics))
+        link.report(Report(transitions, episodes, metrics), credits=steps * spec.envs)
     envs.close()

@@ -2,32 +2,84 @@
 
 Algorithm-agnostic. Each worker runs ``target(link, *args)``: through its ``WorkerLink`` it
 takes credits (units of work, such as env steps), sleeps while it has none, and reports
-messages. The main process's ``WorkerPool`` grants credits, reads the reports, notices a worker
-that raised or died, and stops them all. A3C's actor-learners run on it (lab/rl/a3c.py).
+messages with the credits they used. The main process's ``WorkerPool`` grants credits, reads
+the reports, replaces a worker that raised or died (its unreported credits go back to the
+others), fails the run when workers keep dying (``RestartLimit``) and stops them all at the
+end. A3C's actor-learners and IMPALA's actors run on it (lab/rl/a3c.py, lab/rl/impala*.py).
 """
 
+import collections
 import contextlib
+import logging
 import queue
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.multiprocessing as mp
 
-from lab.errors import ConfigError
+from lab.errors import ConfigError, RunFailed
+from lab.stop import StopCheck, never
 
+log = logging.getLogger("lab")
 POLL_SECONDS = 0.2  # how often the main process looks at its workers while it waits
 IDLE_SECONDS = 0.1  # how long an idle worker sleeps before it looks at `stop` and the main process
 CLOSE_SECONDS = 2.0  # how long close() waits for the workers before it kills them
+LOCK_SECONDS = 10.0  # a credits lock held this long was held by a worker that died inside it
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the main process's: workers ignore them
 
 
-class WorkerFailed(RuntimeError):
-    """A worker raised, or died (killed, out of memory)."""
+class WorkerFailed(RunFailed):
+    """Workers keep dying (``RestartLimit``), or one died where the pool cannot recover."""
+
+
+@dataclass(frozen=True)
+class RestartLimit:
+    """More than ``deaths`` workers lost within ``seconds`` fails the run instead of
+    replacing them: a worker that dies over and over (a broken env) is a bug, not bad luck."""
+
+    deaths: int = 5
+    seconds: float = 60.0
+
+
+def restart_limit(max_restarts: int, restart_window_s: float) -> RestartLimit:
+    """The agent keys ``max_restarts`` and ``restart_window_s``, checked."""
+    if max_restarts < 0 or restart_window_s <= 0:
+        raise ConfigError(
+            f"agent.max_restarts={max_restarts}, agent.restart_window_s={restart_window_s}: "
+            "need max_restarts >= 0 (0: the first lost worker fails the run) and a window > 0"
+        )
+    return RestartLimit(max_restarts, restart_window_s)
+
+
+class Deaths:
+    """Counts lost workers against a ``RestartLimit``; the pool and the Ray actors share it."""
+
+    def __init__(self, name: str, limit: RestartLimit):
+        self.name, self.limit = name, limit
+        self.replaced = 0  # over the whole run (a resume restores it)
+        self._times: collections.deque[float] = collections.deque()
+
+    def record(self, what: str, cause: str) -> None:
+        """One more death of ``what`` (e.g. "worker 1") from ``cause``: logged, or raises
+        ``WorkerFailed`` in one line when the limit is passed."""
+        now = time.monotonic()
+        self._times.append(now)
+        while self._times[0] < now - self.limit.seconds:
+            self._times.popleft()
+        if len(self._times) > self.limit.deaths:
+            raise WorkerFailed(
+                f"{self.name} workers keep dying ({len(self._times)} within "
+                f"{self.limit.seconds:g} s, more than agent.max_restarts={self.limit.deaths}); "
+                f"the last, {what}, {cause}"
+            )
+        self.replaced += 1
+        log.warning("%s %s %s: replaced (%d so far)", self.name, what, cause, self.replaced)
 
 
 def choose_start_method(requested: str | None) -> str:
@@ -54,10 +106,14 @@ def choose_start_method(requested: str | None) -> str:
 class WorkerLink:
     """A worker's end of the pool: credits to take, a wake-up to sleep on, reports to send."""
 
-    def __init__(self, wid: int, credits, taken, wake, reports, stop):
-        self.wid = wid
-        self._credits, self._taken, self._wake = credits, taken, wake
-        self._reports, self._stop = reports, stop
+    def __init__(self, wid: int, incarnation: int, credits, taken, in_flight, wake, reports, stop):
+        self.wid, self.incarnation = wid, incarnation  # incarnation: replacements so far
+        self._credits, self._taken, self._in_flight = credits, taken, in_flight
+        self._wake, self._reports, self._stop = wake, reports, stop
+
+    def seed(self, base: int) -> int:
+        """This worker's seed: its own for each worker and each replacement of one."""
+        return base + 1000 * (self.wid + 1) + self.incarnation
 
     def running(self) -> bool:
         """Until the pool closes, or the main process is gone: leave no orphan behind."""
@@ -70,19 +126,21 @@ class WorkerLink:
         Returns the chunks taken (0: none left) and the credits taken by all workers so far,
         the clock that schedules such as a learning rate's annealing run on.
         """
-        with self._credits.get_lock():  # one lock for both, so one worker's schedule reproduces
+        with self._credits.get_lock():  # one lock for all, so one worker's schedule reproduces
             left = self._credits.value
             chunks = min(most, -(-left // unit)) if left > 0 else 0
             self._credits.value -= chunks * unit
             self._taken.value += chunks * unit
+            self._in_flight[self.wid] += chunks * unit  # given back if this worker dies
             return chunks, self._taken.value
 
     def sleep(self) -> None:
         """Wait for the next grant (or ``IDLE_SECONDS``, to look at ``running`` again)."""
         self._wake.acquire(timeout=IDLE_SECONDS)
 
-    def report(self, message: Any) -> None:
-        self._reports.put(("report", self.wid, message))
+    def report(self, message: Any, credits: int) -> None:
+        """``message``, and the ``credits`` of those taken that it accounts for."""
+        self._reports.put(("report", self.wid, (message, credits)))
 
     def report_error(self, error: BaseException) -> None:
         """``error`` as the runner words a failure: "ValueError: ..." (all lines of it)."""
@@ -93,7 +151,7 @@ def _worker_main(link: WorkerLink, target: Callable[..., None], args: tuple) -> 
     """A worker process. Signals go to the main process, which stops the workers itself."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by WorkerPool.__init__
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by WorkerPool._start
     torch.set_num_threads(1)  # one worker per core
     try:
         target(link, *args)
@@ -106,8 +164,9 @@ class WorkerPool:
     """``workers`` processes that run ``target(link, *args)``, paced by credits from this one.
 
     The workers start at construction, while the process may still have one thread (see
-    ``choose_start_method``). ``args`` reach them as they are under fork, and pickled (shared
-    tensors by handle) under forkserver and spawn. ``name`` goes into process names and errors.
+    ``choose_start_method``); a replacement starts the same way later. ``args`` reach them as
+    they are under fork, and pickled (shared tensors by handle) under forkserver and spawn.
+    ``name`` goes into process names and errors.
     """
 
     def __init__(
@@ -118,57 +177,88 @@ class WorkerPool:
         workers: int,
         start_method: str | None = None,
         name: str = "lab",
+        restarts: RestartLimit = RestartLimit(),
     ):
-        self.name = name
+        self.name, self._target, self._args = name, target, args
         self.start_method = choose_start_method(start_method)
-        ctx = mp.get_context(self.start_method)
+        self._ctx = ctx = mp.get_context(self.start_method)
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload([target.__module__])  # imported once, not once per worker
         self._credits = ctx.Value("q", 0)  # what the workers may still take
         self._taken = ctx.Value("q", 0)  # what they took so far: see WorkerLink.take
+        self._in_flight = ctx.Array("q", workers, lock=False)  # taken, not reported, by worker
         # Wakes idle workers. A semaphore, because a Condition's (or Event's) notify waits
         # for every sleeper to wake, and hangs for good if one of them was killed.
         self._wake = ctx.Semaphore(0)
         self._reports = ctx.Queue()
         self._stop = ctx.Event()
-        self.processes: list = []
+        self.deaths = Deaths(name, restarts)
+        self._incarnations = [0] * workers
+        self._errors: dict[int, str] = {}  # what a worker that raised said, until it exits
+        self._received: collections.deque = collections.deque()
+        self._outstanding, self._revoked = 0, False
+        self.processes: list = [self._start(wid) for wid in range(workers)]
+
+    def _start(self, wid: int):
+        link = WorkerLink(
+            wid,
+            self._incarnations[wid],
+            self._credits,
+            self._taken,
+            self._in_flight,
+            self._wake,
+            self._reports,
+            self._stop,
+        )
+        process = self._ctx.Process(
+            target=_worker_main,
+            name=f"lab-{self.name}-worker-{wid}",
+            daemon=True,
+            args=(link, self._target, self._args),
+        )
         # A worker ignores SIGINT and SIGTERM from its first line on, but one that came before
         # killed it (a Ctrl-C as the run starts: 4 and 13 of 80 workers signalled at once
         # died, 0 since): the signals stay blocked from before the start until it ignores them.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            for wid in range(workers):
-                link = WorkerLink(
-                    wid, self._credits, self._taken, self._wake, self._reports, self._stop
-                )
-                process = ctx.Process(
-                    target=_worker_main,
-                    name=f"lab-{name}-worker-{wid}",
-                    daemon=True,
-                    args=(link, target, args),
-                )
-                process.start()
-                self.processes.append(process)
+            process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return process
 
     def set_taken(self, taken: int) -> None:
         """Restart the workers' clock (``WorkerLink.take``) at ``taken``, as on a resume."""
         self._taken.value = taken
 
-    def grant(self, credits: int) -> None:
+    def use(self, budget: int, stop: StopCheck = never) -> Iterator[Any]:
+        """Grant ``budget`` credits and yield the workers' reports until they are used.
+
+        Once ``stop()`` is true no new work starts; what is in flight still reports. A lost
+        worker's unreported credits go to the others, so the grant is used all the same.
+        Raises ``WorkerFailed`` when workers keep dying.
+        """
+        self._outstanding, self._revoked = budget, False
+        self._grant(budget)
+        while self._outstanding > 0:
+            message, credits = self._next()
+            self._outstanding -= credits
+            yield message
+            if stop() and not self._revoked:
+                self._outstanding -= self._revoke()
+                self._revoked = True
+
+    def _grant(self, credits: int) -> None:
         """Set the credits and wake the idle workers (nothing may be in flight between grants).
 
-        The lock is taken with a timeout: a worker killed while it held the lock would
-        otherwise block the main process for good instead of failing the run. One token per
-        worker wakes every sleeper; a token left over only makes a busy worker look once more.
+        One token per worker wakes every sleeper; a token left over only makes a busy worker
+        look once more.
         """
         with self._credits_lock():
             self._credits.value = credits
         for _ in self.processes:
             self._wake.release()
 
-    def revoke(self) -> int:
+    def _revoke(self) -> int:
         """Take back the credits no worker has taken yet (a stop); returns how many."""
         with self._credits_lock():
             left, self._credits.value = self._credits.value, 0
@@ -176,59 +266,64 @@ class WorkerPool:
 
     @contextlib.contextmanager
     def _credits_lock(self) -> Iterator[None]:
+        """The lock the workers take credits under, with a deadline: a worker killed while
+        it held the lock would otherwise block the main process for good."""
         lock = self._credits.get_lock()
-        while not lock.acquire(timeout=POLL_SECONDS):
-            self.check()
+        if not lock.acquire(timeout=LOCK_SECONDS):
+            raise WorkerFailed(f"{self.name}: a worker died holding the credits lock")
         try:
             yield
         finally:
             lock.release()
 
-    def reports(self) -> Iterator[Any]:
-        """The workers' reports as they arrive, for as long as the caller reads them.
-
-        Raises ``WorkerFailed`` when a worker raised or died, within ``POLL_SECONDS``.
-        """
+    def _next(self) -> tuple[Any, int]:
+        """The next report and its credits; replaces dead workers every ``POLL_SECONDS``."""
         next_check = 0.0  # at once: a short read may end before the first tick of the clock
-        while True:
+        while not self._received:
             # On a clock, not only when the queue runs dry: the other workers may keep it busy.
             if time.monotonic() >= next_check:
-                self.check()
+                self._replace_dead()
                 next_check = time.monotonic() + POLL_SECONDS
-            try:
-                kind, wid, message = self._reports.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                continue
-            if kind == "error":
-                raise self._raised(wid, message)
-            yield message
+            with contextlib.suppress(queue.Empty):
+                self._receive(self._reports.get(timeout=POLL_SECONDS))
+        return self._received.popleft()
 
-    def check(self) -> None:
-        """Raise ``WorkerFailed`` if a worker has exited: with its error, if it raised one."""
+    def _receive(self, item: tuple[str, int, Any]) -> None:
+        kind, wid, payload = item
+        if kind == "error":  # its process exits next: _replace_dead gives this as the cause
+            self._errors[wid] = payload
+            return
+        with self._credits_lock():
+            self._in_flight[wid] -= payload[1]
+        self._received.append(payload)
+
+    def _replace_dead(self) -> None:
+        """Start a new worker in the place of each that exited; its unreported credits go
+        back to the pool (or, after a stop, are no longer awaited)."""
         for wid, process in enumerate(self.processes):
             code = process.exitcode
             if code is None:
                 continue
-            # A worker that raised sent its error before it exited; it may wait behind reports.
-            self._raise_reported_error()
-            how = (
-                f"killed by {signal.Signals(-code).name}"
-                if code < 0
-                else f"exited with code {code}"
-            )
-            raise WorkerFailed(f"{self.name} worker {wid} died ({how})")
-
-    def _raise_reported_error(self) -> None:
-        while True:
-            try:
-                kind, wid, message = self._reports.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "error":
-                raise self._raised(wid, message)
-
-    def _raised(self, wid: int, error: str) -> WorkerFailed:
-        return WorkerFailed(f"{self.name} worker {wid} raised: {error}")
+            # What it sent before it died is in the queue: read it before its slot resets.
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._receive(self._reports.get_nowait())
+            if wid in self._errors:
+                cause = f"raised {self._errors.pop(wid)}"
+            elif code < 0:
+                cause = f"was killed by {signal.Signals(-code).name}"
+            else:
+                cause = f"exited with code {code}"
+            self.deaths.record(f"worker {wid}", cause)
+            with self._credits_lock():
+                lost, self._in_flight[wid] = self._in_flight[wid], 0
+                if self._revoked:
+                    self._outstanding -= lost
+                else:
+                    self._credits.value += lost
+            self._incarnations[wid] += 1
+            self.processes[wid] = self._start(wid)
+            self._wake.release()
 
     def close(self) -> None:
         """Stop every worker: ask, wait up to ``CLOSE_SECONDS``, then kill what is left.
