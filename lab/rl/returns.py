@@ -79,3 +79,40 @@ def gae(
         running = delta + gamma * lam * (~cuts[t]) * running
         advantages[t] = running
     return advantages
+
+
+def vtrace(
+    log_rhos: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    cuts: torch.Tensor,
+    gamma: float,
+    rho_bar: float,
+    c_bar: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V-trace targets and policy-gradient advantages (Espeholt et al. 2018) of a (T, N) rollout.
+
+    ``log_rhos`` = log π(a_t|x_t) − log μ(a_t|x_t) (learner over behaviour policy); ρ_t =
+    min(ρ̄, e^log_rho), c_t = min(c̄, e^log_rho). With δ_t = ρ_t (r_t + γ V(x_{t+1}) − V(x_t)):
+
+        v_t = V(x_t) + δ_t + γ c_t (v_{t+1} − V(x_{t+1}))
+        A_t = ρ_t (r_t + γ v_{t+1} − V(x_t))
+
+    with V(x_{t+1}) from ``next_values`` and ``cuts`` as in nstep_returns: v_{t+1} = V(x_{t+1})
+    after a cut (the trace does not cross an episode's end) and at the rollout's end. On-policy with
+    ρ̄, c̄ ≥ 1, v_t is the n-step return and A_t = v_t − V(x_t).
+    """
+    ratios = log_rhos.exp()
+    rhos, cs = ratios.clamp(max=rho_bar), ratios.clamp(max=c_bar)
+    deltas = rhos * (rewards + gamma * next_values - values)
+    vs = torch.empty_like(rewards)
+    vs_next = torch.empty_like(rewards)
+    following = next_values[-1]  # v_{t+1}: at the rollout's end, the bootstrap V(x_T)
+    for t in reversed(range(rewards.shape[0])):
+        following = torch.where(cuts[t], next_values[t], following)
+        vs_next[t] = following
+        following = values[t] + deltas[t] + gamma * cs[t] * (following - next_values[t])
+        vs[t] = following
+    advantages = rhos * (rewards + gamma * vs_next - values)
+    return vs, advantages
