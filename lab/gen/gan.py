@@ -10,6 +10,7 @@ from torch.optim.swa_utils import AveragedModel
 from lab.compute import Compute
 from lab.config import require_positive
 from lab.errors import ConfigError
+from lab.gen.augment import DiffAugment
 from lab.gen.losses import (
     gradient_penalty,
     nonsaturating_generator_loss,
@@ -31,13 +32,28 @@ def _ema_with_warmup(decay: float):
     return average
 
 
-class GAN(GenerativeModel):
+class Adversarial(GenerativeModel):
+    """What every GAN shares: a discriminator that sees every image, real or generated, through
+    the ``model.augment`` transforms (``lab/gen/augment.py``), so the penalties on its
+    gradients (WGAN-GP's, R1) are on the same function D∘T that the losses train."""
+
+    augment: DiffAugment
+
+    def _critic(self, x: torch.Tensor) -> torch.Tensor:
+        """One score per image of D(T(x)), in fp32 whatever the precision."""
+        x = self.augment(x)
+        with self.compute.autocast():
+            return self.nets["discriminator"](x).float().squeeze(1)
+
+
+class GAN(Adversarial):
     """DCGAN (Radford et al. 2016): a conv generator against a conv discriminator that scores
     each image with one logit, trained with the non-saturating loss.
 
     ``lr`` is the generator's learning rate and ``d_lr`` the discriminator's (or critic's);
     ``d_lr: null`` uses ``lr``. ``ema``: the decay of the generator's weight average that
-    evaluation samples from (null: sample from the generator itself).
+    evaluation samples from (null: sample from the generator itself). ``augment``: the
+    DiffAugment transforms the discriminator sees images through (empty: none).
     """
 
     headline_metric = "train/d_loss"
@@ -54,10 +70,12 @@ class GAN(GenerativeModel):
         n_critic: int = 1,
         d_norm: str = "batch",
         ema: float | None = 0.999,
+        augment: list[str] | None = None,
         channels_last: bool = True,
     ):
         super().__init__(shape, compute, z_dim, width, channels_last)
         require_positive("model", n_critic=n_critic)
+        self.augment = DiffAugment(augment)
         if ema is not None and not 0 < ema < 1:
             raise ConfigError(f"model.ema={ema}: use a decay in (0, 1), or null for no EMA")
         self.n_critic = n_critic
@@ -83,10 +101,6 @@ class GAN(GenerativeModel):
             G = self.ema.module
         with self.compute.autocast():
             return torch.tanh(G(z).float())
-
-    def _critic(self, x: torch.Tensor) -> torch.Tensor:
-        with self.compute.autocast():
-            return self.nets["discriminator"](x).float().squeeze(1)
 
     def discriminator_loss(
         self, real: torch.Tensor, fake: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Tensor
@@ -148,6 +162,7 @@ class WGANGP(GAN):
         gp_weight: float = 10.0,
         d_norm: str = "layer",
         ema: float | None = 0.999,
+        augment: list[str] | None = None,
         channels_last: bool = True,
     ):
         if d_norm == "batch":
@@ -156,7 +171,18 @@ class WGANGP(GAN):
                 "use model.d_norm=layer or none"
             )
         super().__init__(
-            shape, compute, z_dim, width, lr, d_lr, betas, n_critic, d_norm, ema, channels_last
+            shape,
+            compute,
+            z_dim,
+            width,
+            lr,
+            d_lr,
+            betas,
+            n_critic,
+            d_norm,
+            ema,
+            augment,
+            channels_last,
         )
         self.gp_weight = gp_weight
 
@@ -164,7 +190,7 @@ class WGANGP(GAN):
         self, real: torch.Tensor, fake: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         alpha = torch.rand(len(real), 1, 1, 1, device=real.device)
-        penalty = gradient_penalty(self.nets["discriminator"], real, fake, alpha)
+        penalty = gradient_penalty(self._critic, real, fake, alpha)
         loss = wgan_gp_loss(d_real, d_fake, penalty, self.gp_weight)
         metrics = {
             "train/gradient_penalty": penalty,

@@ -15,8 +15,10 @@ from torch import nn
 from lab.compute import Compute
 from lab.config import require_positive
 from lab.errors import ConfigError
+from lab.gen.augment import DiffAugment
+from lab.gen.gan import Adversarial
 from lab.gen.losses import nonsaturating_generator_loss, nonsaturating_loss, r1_penalty
-from lab.gen.models import Batches, Figures, GenerativeModel
+from lab.gen.models import Batches, Figures
 from lab.gen.stylegan_nets import StyleDiscriminator, StyleGenerator
 
 FIGURE_SEED = 0  # the figures draw the same codes at every evaluation, to watch them change
@@ -51,13 +53,15 @@ def mix_styles(ws: torch.Tensor, other: torch.Tensor, cutoff: int) -> torch.Tens
     return torch.cat([ws[:, :cutoff], other[:, cutoff:]], dim=1)
 
 
-class StyleGAN(GenerativeModel):
+class StyleGAN(Adversarial):
     """StyleGAN2: a style-based generator against a conv discriminator, non-saturating loss.
 
     Every ``r1_interval`` discriminator steps, an extra step descends γ/2 · k · R1 (lazy
     regularisation); ``r1_gamma: 0`` turns it off. ``style_mixing``: the probability that a
     training batch takes its styles from two codes, switching at a random layer. ``truncation``
     is the ψ of the evaluation's ``truncated`` grid; FID is always scored at ψ = 1.
+    ``augment``: the DiffAugment transforms the discriminator sees images through, R1's
+    reals included (its gradient is taken through them, as in Zhao et al.'s StyleGAN2).
     """
 
     headline_metric = "train/d_loss"
@@ -80,9 +84,11 @@ class StyleGAN(GenerativeModel):
         ema_rampup: float | None = 0.05,
         mbstd_group: int = 4,
         truncation: float = 0.7,
+        augment: list[str] | None = None,
         channels_last: bool = True,
     ):
         super().__init__(shape, compute, z_dim, width, channels_last)
+        self.augment = DiffAugment(augment)
         require_positive(
             "model",
             w_dim=w_dim,
@@ -115,10 +121,6 @@ class StyleGAN(GenerativeModel):
         }
         self.updates = 0
         self.r1 = torch.zeros((), device=self.device)  # the last penalty, logged every step
-
-    def _critic(self, x: torch.Tensor) -> torch.Tensor:
-        with self.compute.autocast():
-            return self.nets["discriminator"](x).float().squeeze(1)
 
     def _fake(self, n: int) -> torch.Tensor:
         """A training batch of the generator's raw images: fresh noise, maybe mixed styles."""
