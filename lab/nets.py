@@ -10,12 +10,34 @@ from lab.errors import ConfigError
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
 
+State = tuple[torch.Tensor, ...]  # a recurrent torso's state: tensors, each batch-first
+
+
 class Torso(nn.Module):
-    """Observations -> ``out_dim`` features. A recurrent torso also takes and returns a state
-    (``forward(obs, state)``) and has ``initial_state`` and ``unroll`` (see ``LSTM``)."""
+    """Observations -> ``out_dim`` features.
+
+    A ``recurrent`` torso also takes and returns a ``State`` (``forward(obs, state)``) and has
+    ``initial_state(batch, device)`` and ``unroll(obs, state, keep)`` (lab/nets_recurrent.py,
+    lab/nets_attention.py); agents carry the state and zero it with ``mask_state``. A
+    ``windowed`` torso also reads a window of recent observations at once (``window``), which
+    is how an agent that replays single steps (DQN) can use it.
+    """
 
     out_dim: int
     recurrent = False
+    windowed = False
+
+
+def mask_state(state: State, keep: torch.Tensor) -> State:
+    """Zero the rows of every tensor in ``state`` where ``keep`` is False (a new episode)."""
+    return tuple(s * keep.to(s.dtype).view(-1, *[1] * (s.dim() - 1)) for s in state)
+
+
+def encoder_for(obs_shape: Sequence[int], encoder_sizes: Sequence[int]) -> Torso:
+    """What a memory torso reads observations with: the Nature CNN for images, else an MLP."""
+    if len(obs_shape) == 3:
+        return NatureCNN(obs_shape)
+    return MLP(obs_shape, encoder_sizes)
 
 
 class MLP(Torso):
@@ -74,45 +96,3 @@ class NatureCNN(Torso):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         # Pixels arrive as uint8 to keep the replay buffer small; scale on the device.
         return self.fc(self.convs(obs.float() / 255.0))
-
-
-class LSTM(Torso):
-    """A recurrent core: an encoder (MLP, or the Nature CNN for images) then an LSTM cell.
-
-    ``forward(obs, state)`` returns ``(features, state)``; zero the state at episode starts.
-    """
-
-    recurrent = True
-
-    def __init__(
-        self, obs_shape: Sequence[int], hidden_size: int = 128, encoder_sizes: Sequence[int] = (64,)
-    ):
-        super().__init__()
-        if len(obs_shape) == 3:
-            self.encoder: nn.Module = NatureCNN(obs_shape)
-        else:
-            self.encoder = MLP(obs_shape, encoder_sizes)
-        self.cell = nn.LSTMCell(self.encoder.out_dim, hidden_size)
-        self.out_dim = hidden_size
-
-    def initial_state(self, batch: int, device: torch.device | None = None):
-        zeros = torch.zeros(batch, self.out_dim, device=device)
-        return zeros, zeros.clone()
-
-    def forward(self, obs: torch.Tensor, state):
-        h, c = self.cell(self.encoder(obs), state)
-        return h, (h, c)
-
-    def unroll(self, obs: torch.Tensor, state, keep: torch.Tensor) -> torch.Tensor:
-        """Features of a (T, N, ...) sequence from ``state``, zeroing it after step t where
-        ``keep[t]`` is False. The encoder sees all T·N observations in one batch."""
-        steps, n = obs.shape[:2]
-        encoded = self.encoder(obs.flatten(0, 1)).view(steps, n, -1)
-        keep = keep.to(encoded.dtype)[..., None]
-        h, c = state
-        features = []
-        for t in range(steps):
-            h, c = self.cell(encoded[t], (h, c))
-            features.append(h)
-            h, c = h * keep[t], c * keep[t]
-        return torch.stack(features)

@@ -116,7 +116,10 @@ NET_CASES = {  # each net option with an agent and env it is built for
     "mlp_256": ("dqn", "cartpole"),
     "mlp_tanh": ("a2c", "cartpole"),
     "lstm": ("a2c", "cartpole"),
+    "gru": ("a2c", "cartpole"),
+    "transformer": ("a2c", "cartpole"),
     "nature_cnn": ("dqn", "catch"),
+    "impala_resnet": ("dqn", "catch"),
 }
 
 
@@ -134,7 +137,7 @@ def test_net_options_build_for_their_observations(net):
         model = task.agent.q if agent == "dqn" else task.agent.model
         torso = model.torso
         assert type(torso) is get_class(cfg.net._target_)
-        assert torso.recurrent == (net == "lstm")
+        assert torso.recurrent == (net in ("lstm", "gru", "transformer"))
         if hasattr(cfg.net, "hidden_sizes"):  # the config's layer widths are the ones built
             widths = [m.out_features for m in torso.body if isinstance(m, torch.nn.Linear)]
             assert widths == list(cfg.net.hidden_sizes)

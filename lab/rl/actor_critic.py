@@ -13,12 +13,10 @@ from torch import nn
 
 from lab.config import instantiate, require_positive
 from lab.errors import ConfigError
-from lab.nets import Torso
+from lab.nets import State, Torso, mask_state
 from lab.rl.agent import EpisodeLists, Policy, book_episodes
 from lab.rl.env import require_discrete
 from lab.rl.returns import gae, nstep_returns
-
-State = tuple[torch.Tensor, torch.Tensor] | None
 
 
 class ActorCritic(nn.Module):
@@ -47,22 +45,22 @@ class ActorCritic(nn.Module):
             return list(self.parameters())
         return [*self.torso.parameters(), *self.policy.parameters()]
 
-    def initial_state(self, batch: int) -> State:
+    def initial_state(self, batch: int) -> State | None:
         if not self.recurrent:
             return None
         return self.torso.initial_state(batch, device=self.value.weight.device)
 
-    def forward(self, obs: torch.Tensor, state: State = None):
+    def forward(self, obs: torch.Tensor, state: State | None = None):
         features, state = self._features(obs, state)
         value_features = features if self.value_torso is None else self.value_torso(obs)
         return self.policy(features), self.value(value_features).squeeze(-1), state
 
-    def policy_logits(self, obs: torch.Tensor, state: State = None):
+    def policy_logits(self, obs: torch.Tensor, state: State | None = None):
         """The policy alone, for acting: half the cost of ``forward`` with a critic torso."""
         features, state = self._features(obs, state)
         return self.policy(features), state
 
-    def unroll(self, obs: torch.Tensor, state: State, keep: torch.Tensor):
+    def unroll(self, obs: torch.Tensor, state: State | None, keep: torch.Tensor):
         """Logits and values of a (T, N, ...) observation sequence, in one batched pass.
 
         A recurrent torso starts from ``state`` and zeroes it after step t where ``keep[t]``
@@ -78,18 +76,10 @@ class ActorCritic(nn.Module):
         logits = self.policy(features).view(steps, n, -1)
         return logits, self.value(value_features).view(steps, n)
 
-    def _features(self, obs: torch.Tensor, state: State):
+    def _features(self, obs: torch.Tensor, state: State | None):
         if self.recurrent:
             return self.torso(obs, state)
         return self.torso(obs), None
-
-
-def mask_state(state: State, keep: torch.Tensor) -> State:
-    """Zero the recurrent state of the envs where ``keep`` is False (a new episode starts)."""
-    if state is None:
-        return None
-    keep = keep.to(state[0].dtype)[:, None]
-    return state[0] * keep, state[1] * keep
 
 
 def sample_actions(logits: torch.Tensor) -> torch.Tensor:
@@ -105,7 +95,8 @@ class Rollout(NamedTuple):
     """A (T, N) rollout; ``obs`` has T + 1 rows, the last one the bootstrap observation.
 
     ``valid`` is False on Gymnasium's next-step autoreset steps; ``state`` is the recurrent
-    state the rollout started from (None for feed-forward nets).
+    state the rollout started from (a tuple of tensors of any shapes the torso keeps, such as
+    an LSTM's (h, c), a GRU's (h,) or a transformer's memories; None for feed-forward nets).
     """
 
     obs: torch.Tensor
@@ -114,7 +105,7 @@ class Rollout(NamedTuple):
     terminated: torch.Tensor
     cuts: torch.Tensor
     valid: torch.Tensor
-    state: State
+    state: State | None
 
 
 class RolloutCollector:
@@ -131,7 +122,7 @@ class RolloutCollector:
         self.num_envs = envs.num_envs
         self.obs, _ = envs.reset(seed=seed)
         self.resetting = np.zeros(self.num_envs, dtype=bool)
-        self.state: State = None
+        self.state: State | None = None
         self.started = False
 
     @torch.no_grad()
@@ -238,7 +229,7 @@ def actor_critic_loss(
 
 def greedy_policy(model: ActorCritic, device: torch.device) -> Policy:
     """A deterministic (argmax) policy with its own recurrent state, for one evaluation."""
-    state: list[State] = [None]
+    state: list[State | None] = [None]
 
     @torch.inference_mode()
     def act(obs: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from lab.config import instantiate, require_positive
 from lab.errors import ConfigError
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, book_episodes, episode_lists
 from lab.rl.env import make_vec_env, require_discrete
-from lab.rl.replay import Batch, NStepCollector, ReplayBuffer
+from lab.rl.replay import Batch, NStepCollector, RecentObs, ReplayBuffer, Window, WindowReplay
 from lab.rl.returns import annealed_lr, double_q_value, linear_schedule, td_target
 from lab.stop import StopCheck, never
 
@@ -34,8 +34,10 @@ class QNetwork(nn.Module):
         self.dueling = dueling
         self.head = nn.Linear(torso.out_dim, n_actions + int(dueling))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.torso(obs))
+    def forward(self, obs: torch.Tensor | Window) -> torch.Tensor:
+        """Q-values of observations, or (a windowed torso) of each window's last step."""
+        features = self.torso.window(*obs) if isinstance(obs, Window) else self.torso(obs)
+        out = self.head(features)
         if not self.dueling:
             return out
         value, advantage = out[:, :1], out[:, 1:]
@@ -95,19 +97,29 @@ class DQN:
         self.n_actions = require_discrete(self.envs.single_action_space, ctx.name, ctx.env.id)
         obs_space = self.envs.single_observation_space
         torso = instantiate(ctx.net, obs_shape=obs_space.shape)
-        if torso.recurrent:
+        if torso.recurrent and not torso.windowed:
             raise ConfigError(
-                f"net=lstm is recurrent; agent={ctx.name} needs a feed-forward net: "
-                "use net=mlp (or nature_cnn for images)"
+                f"net={type(torso).__name__.lower()} carries a state from step to step, which "
+                f"agent={ctx.name}'s replayed steps cannot: use it with agent=a2c or a3c, or take "
+                "net=transformer (over windows of net.context steps), mlp, nature_cnn or "
+                "impala_resnet"
             )
         self.q = QNetwork(torso, self.n_actions, dueling).to(self.device)
+        # A windowed torso (net=transformer) reads the last net.context observations of an
+        # episode: the buffer keeps each step once and builds the windows when it samples.
+        self.context = torso.context if torso.windowed else 0
         # Double DQN's online values of s': for a small MLP, one forward over s and s' together
         # saves the per-call overhead that dominates; for a conv net the backward pass would
         # then run over both halves, so s' gets its own forward without a graph.
-        self.fuse_double = len(obs_space.shape) == 1
+        self.fuse_double = len(obs_space.shape) == 1 and not self.context
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizer = instantiate(optimizer)(self.q.parameters())
-        self.buffer = ReplayBuffer(buffer_size, obs_space.shape, obs_space.dtype, ctx.seed)
+        if self.context:
+            self.buffer = WindowReplay(
+                buffer_size, obs_space, num_envs, self.context, n_step, ctx.seed
+            )
+        else:
+            self.buffer = ReplayBuffer(buffer_size, obs_space.shape, obs_space.dtype, ctx.seed)
         self.collector = NStepCollector(num_envs, n_step, gamma)
         self.rng = np.random.default_rng(ctx.seed + 1)
 
@@ -120,9 +132,13 @@ class DQN:
     # Acting -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        """Greedy actions for a batch of observations, each random with probability ε."""
-        q = self.q(torch.as_tensor(obs, device=self.device))
+    def _act(self, epsilon: float) -> np.ndarray:
+        """Greedy actions for the current observations (or windows), each random with
+        probability ε."""
+        if self.context:
+            q = self.q(self.buffer.window(self.obs_ids, self.device))
+        else:
+            q = self.q(torch.as_tensor(self.obs, device=self.device))
         actions = q.argmax(dim=1).cpu().numpy()
         if epsilon > 0:
             explore = self.rng.random(len(actions)) < epsilon
@@ -132,10 +148,14 @@ class DQN:
     def policy(self) -> Policy:
         """Greedy in the online Q-network, running it alone."""
         q, device = self.q, self.device
+        recent = RecentObs(self.context) if self.context else None
 
         @torch.inference_mode()
         def act(obs: np.ndarray) -> np.ndarray:
-            return q(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+            if recent is None:
+                return q(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+            window = Window(*(torch.as_tensor(a, device=device) for a in recent.push(obs)))
+            return q(window).argmax(dim=1).cpu().numpy()
 
         return act
 
@@ -146,13 +166,19 @@ class DQN:
         self.obs, _ = self.envs.reset(seed=seed)
         self.resetting = np.zeros(self.num_envs, dtype=bool)
         self.collector.reset()
+        if self.context:  # every env starts an episode
+            self.obs_ids = self.buffer.history.record(self.obs, np.ones(self.num_envs, bool))
 
     def _collect(self, finished: EpisodeLists) -> None:
         """One vector step: act, store the n-step transitions, book finished episodes."""
-        actions = self._act(self.obs, self.epsilon())
+        actions = self._act(self.epsilon())
         next_obs, reward, terminated, truncated, infos = self.envs.step(actions)
         valid = ~self.resetting  # next-step autoreset: this step only reset those sub-envs
-        out = self.collector.push(self.obs, actions, reward, next_obs, terminated, truncated, valid)
+        obs, after = self.obs, next_obs
+        if self.context:  # transitions between ids; an autoreset step's next_obs starts one
+            obs, after = self.obs_ids, self.buffer.history.record(next_obs, ~valid)
+            self.obs_ids = after
+        out = self.collector.push(obs, actions, reward, after, terminated, truncated, valid)
         if out is not None:
             self.buffer.add(*out)
         book_episodes(infos, finished)
@@ -272,6 +298,9 @@ class DQN:
             log.warning("dqn resume: the checkpoint has no replay buffer; it refills from empty")
         log.info("dqn resume: episodes in flight at the checkpoint start afresh")
         self._reset_envs(self._seed + self.step)
+
+    def nets(self) -> dict[str, nn.Module]:
+        return {"q": self.q, "q_target": self.q_target}
 
     def close(self) -> None:
         self.envs.close()

@@ -31,7 +31,8 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
 
 
 def make_env(cfg: DictConfig, render_mode: str | None = None) -> gym.Env:
-    """One environment with the config's wrappers (Atari preprocessing and frame stacking)."""
+    """One environment with the config's wrappers (Atari preprocessing and frame stacking;
+    ``env.frame_stack`` > 1 stacks vector observations too)."""
     check_env_id(cfg.id)
     kwargs = dict(cfg.get("kwargs") or {})
     try:
@@ -43,7 +44,17 @@ def make_env(cfg: DictConfig, render_mode: str | None = None) -> gym.Env:
             env, noop_max=30, frame_skip=cfg.frame_skip, screen_size=84, grayscale_obs=True
         )
         env = gym.wrappers.FrameStackObservation(env, cfg.frame_stack)
+    elif frame_stack(cfg) > 1:  # (k, obs): an MLP flattens it; the first frame is repeated
+        env = gym.wrappers.FrameStackObservation(env, frame_stack(cfg))
     return env
+
+
+def frame_stack(cfg: DictConfig) -> int:
+    """``env.frame_stack``: how many recent observations an observation holds (1: the last)."""
+    stack = cfg.get("frame_stack") or 1
+    if not isinstance(stack, int) or stack < 1:
+        raise ConfigError(f"env.frame_stack={stack}: must be a positive integer (1: no stacking)")
+    return stack
 
 
 def make_vec_env(cfg: DictConfig, num_envs: int, train: bool = False) -> VectorEnv:
@@ -54,7 +65,7 @@ def make_vec_env(cfg: DictConfig, num_envs: int, train: bool = False) -> VectorE
     learns from clipped rewards while the logged returns stay the game's own.
     """
     spec = check_env_id(cfg.id)
-    if spec.vector_entry_point is not None and not cfg.get("atari"):
+    if spec.vector_entry_point is not None and not cfg.get("atari") and frame_stack(cfg) == 1:
         envs = gym.make_vec(
             cfg.id,
             num_envs,

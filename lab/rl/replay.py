@@ -106,3 +106,126 @@ class NStepCollector:
     def reset(self) -> None:
         for queue in self.pending:
             queue.clear()
+
+
+class Window(NamedTuple):
+    """Each row's last K observations up to a step (N, K, ...), zero before its episode began,
+    and which of them are real (N, K): what a windowed torso (``net=transformer``) reads."""
+
+    obs: torch.Tensor
+    valid: torch.Tensor
+
+
+class ObsHistory:
+    """Every observation the envs gave, under increasing ids, each linked to the step before
+    it in its episode (-1 at an episode's start); windows follow the links back.
+
+    A ring of ``capacity``: an id older than the last ``capacity`` is gone, and a window
+    stops there as it does at an episode's start.
+    """
+
+    def __init__(self, capacity: int, obs_shape, obs_dtype, num_envs: int, context: int):
+        self.capacity, self.context = capacity, context
+        self.obs = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
+        self.prev = np.full(capacity, -1, dtype=np.int64)
+        self.written = 0
+        self.last = np.full(num_envs, -1, dtype=np.int64)  # each env's latest id
+
+    def record(self, obs: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Store one observation per env (``starts``: it begins an episode); returns their ids."""
+        ids = self.written + np.arange(len(obs))
+        slots = ids % self.capacity
+        self.obs[slots] = obs
+        self.prev[slots] = np.where(starts, -1, self.last)
+        self.last, self.written = ids, self.written + len(obs)
+        return ids
+
+    def windows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``context`` observations up to each id (oldest first) and which are real."""
+        oldest = max(0, self.written - self.capacity)
+        taken = np.full((len(ids), self.context), -1, dtype=np.int64)
+        current = np.asarray(ids, dtype=np.int64)
+        for k in range(self.context - 1, -1, -1):
+            live = current >= oldest
+            taken[:, k] = np.where(live, current, -1)
+            current = np.where(live, self.prev[current % self.capacity], -1)
+        valid = taken >= 0
+        obs = self.obs[taken % self.capacity]
+        obs[~valid] = 0
+        return obs, valid
+
+    def state_dict(self) -> dict:
+        stored = min(self.written, self.capacity)
+        return {
+            "obs": torch.from_numpy(self.obs[:stored].copy()),
+            "prev": torch.from_numpy(self.prev[:stored].copy()),
+            "written": self.written,
+            "last": torch.from_numpy(self.last.copy()),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        stored = len(state["prev"])
+        if stored > self.capacity:
+            raise ValueError(f"checkpoint history holds {stored} > capacity {self.capacity}")
+        self.obs[:stored], self.prev[:stored] = state["obs"].numpy(), state["prev"].numpy()
+        self.written, self.last = state["written"], state["last"].numpy().copy()
+
+
+class WindowReplay:
+    """Uniform replay for a windowed torso: transitions hold ids into an ``ObsHistory`` and a
+    sampled batch's ``obs``/``next_obs`` are ``Window``s built from it at sampling time, so each
+    observation is stored once however long the window."""
+
+    def __init__(
+        self, capacity: int, obs_space, num_envs: int, context: int, n_step: int, seed: int
+    ):
+        self.transitions = ReplayBuffer(capacity, (), np.dtype(np.int64), seed)
+        # A transition's ids stay live: each env step stores one observation, an autoreset
+        # step one more per episode (<= 2 per transition), plus the steps still in flight.
+        room = 2 * capacity + num_envs * (n_step + context + 2)
+        self.history = ObsHistory(room, obs_space.shape, obs_space.dtype, num_envs, context)
+
+    def __len__(self) -> int:
+        return len(self.transitions)
+
+    def add(self, obs_ids, actions, rewards, next_obs_ids, discounts) -> None:
+        self.transitions.add(obs_ids, actions, rewards, next_obs_ids, discounts)
+
+    def window(self, ids: np.ndarray, device: torch.device) -> Window:
+        obs, valid = self.history.windows(ids)
+        return Window(torch.from_numpy(obs).to(device), torch.from_numpy(valid).to(device))
+
+    def sample(self, batch_size: int, device: torch.device) -> Batch:
+        batch = self.transitions.sample(batch_size, torch.device("cpu"))
+        return batch._replace(
+            obs=self.window(batch.obs.numpy(), device),
+            actions=batch.actions.to(device),
+            rewards=batch.rewards.to(device),
+            next_obs=self.window(batch.next_obs.numpy(), device),
+            discounts=batch.discounts.to(device),
+        )
+
+    def state_dict(self) -> dict:
+        return {"transitions": self.transitions.state_dict(), "history": self.history.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.transitions.load_state_dict(state["transitions"])
+        self.history.load_state_dict(state["history"])
+
+
+class RecentObs:
+    """A policy's own window of each env's last ``context`` observations, for evaluation
+    episodes (one per env, from the first call on)."""
+
+    def __init__(self, context: int):
+        self.context = context
+        self.obs: np.ndarray | None = None
+        self.valid: np.ndarray | None = None
+
+    def push(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.obs is None:
+            self.obs = np.zeros((len(obs), self.context, *obs.shape[1:]), dtype=obs.dtype)
+            self.valid = np.zeros((len(obs), self.context), dtype=bool)
+        self.obs = np.concatenate([self.obs[:, 1:], obs[:, None]], axis=1)
+        self.valid = np.concatenate([self.valid[:, 1:], np.ones((len(obs), 1), bool)], axis=1)
+        return self.obs, self.valid
