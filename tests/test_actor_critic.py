@@ -9,8 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from lab import checkpoint
 from lab.compute import Compute, seed_everything
-from lab.nets_recurrent import LSTM
+from lab.nets_attention import Transformer
+from lab.nets_recurrent import GRU, LSTM
 from lab.rl.actor_critic import (
     ActorCritic,
     RolloutCollector,
@@ -19,6 +21,7 @@ from lab.rl.actor_critic import (
     mask_state,
     sample_actions,
 )
+from lab.rl.agent import episode_lists
 from lab.rl.env import make_vec_env
 from lab.rl.task import RLTask, build_agent
 from tests.conftest import compose_config, lab, read_summary
@@ -35,10 +38,18 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_lstm_state_is_zero_when_a_new_episode_starts():
+MEMORY_TORSOS = {
+    "lstm": lambda: LSTM((4,), hidden_size=8, encoder_sizes=(8,)),
+    "gru": lambda: GRU((4,), hidden_size=8, encoder_sizes=(8,)),
+    "transformer": lambda: Transformer((4,), width=8, heads=2, depth=2, context=3, ff_size=8),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MEMORY_TORSOS))
+def test_the_recurrent_state_is_zero_when_a_new_episode_starts(kind):
     cfg = OmegaConf.create({"id": "CartPole-v1", "kwargs": {}})
     envs = make_vec_env(cfg, 2, train=True)
-    model = ActorCritic(LSTM((4,), hidden_size=8, encoder_sizes=(8,)), 2)
+    model = ActorCritic(MEMORY_TORSOS[kind](), 2)
     collector = RolloutCollector(envs, seed=0, device=torch.device("cpu"))
     seen_reset = False
     for _ in range(40):
@@ -48,16 +59,16 @@ def test_lstm_state_is_zero_when_a_new_episode_starts():
         resetting_now = torch.as_tensor(~rollout.valid[-1])
         if resetting_now.any():
             seen_reset = True
-            h, c = collector.state
-            assert torch.all(h[resetting_now] == 0) and torch.all(c[resetting_now] == 0)
-            assert torch.any(h[~resetting_now] != 0) or not (~resetting_now).any()
+            for tensor in collector.state:  # (h, c), (h,), or the transformer's memories
+                assert torch.all(tensor[resetting_now] == 0)
+                assert torch.any(tensor[~resetting_now] != 0) or not (~resetting_now).any()
         loss, _ = actor_critic_loss(model, rollout, 0.99, None, 0.5, 0.01)
         assert torch.isfinite(loss)
     assert seen_reset
     envs.close()
 
 
-@pytest.mark.parametrize("torso", ["mlp", "mlp_own_critic", "lstm"])
+@pytest.mark.parametrize("torso", ["mlp", "mlp_own_critic", *sorted(MEMORY_TORSOS)])
 def test_the_loss_replays_exactly_what_acting_saw(torso):
     """Acting runs without a graph; the loss runs the model once over the whole rollout. That
     is only right if ``unroll`` gives, step by step, the logits and values acting would have."""
@@ -65,8 +76,8 @@ def test_the_loss_replays_exactly_what_acting_saw(torso):
 
     torch.manual_seed(0)
     envs = make_vec_env(OmegaConf.create({"id": "CartPole-v1", "kwargs": {}}), 3, train=True)
-    if torso == "lstm":
-        model = ActorCritic(LSTM((4,), hidden_size=8, encoder_sizes=(8,)), 2)
+    if torso in MEMORY_TORSOS:
+        model = ActorCritic(MEMORY_TORSOS[torso](), 2)
     else:
         own = MLP((4,), (16,)) if torso == "mlp_own_critic" else None
         model = ActorCritic(MLP((4,), (16,)), 2, own)
@@ -84,7 +95,7 @@ def test_the_loss_replays_exactly_what_acting_saw(torso):
                 torch.testing.assert_close(values[t], step_value)
                 if t < 5 and state is not None:
                     state = mask_state(state, rollout.valid[t])
-                if t == 4 and torso == "lstm":  # carried into the next rollout: the replayed one
+                if t == 4 and model.recurrent:  # carried into the next rollout: the replayed one
                     torch.testing.assert_close(collector.state, state)
     assert finished["rollout/episode_return"]  # episodes ended, so states were reset mid-rollout
     envs.close()
@@ -113,6 +124,37 @@ def test_a2c_with_lstm_is_recurrent_and_carries_its_state(tmp_path):
         assert task.evaluate(tmp_path)[0]["eval/length_mean"] > 0
     finally:
         task.close()
+
+
+@pytest.mark.parametrize("net", ["gru", "transformer"])
+def test_a_resumed_memory_torso_acts_as_the_saved_one_from_a_fresh_state(tmp_path, net):
+    """A checkpoint holds the memory torso's weights; the state belongs to the episodes in
+    flight, which restart on resume (as for every agent), so the resumed run starts them from
+    ``initial_state`` and then carries its state step by step exactly as the saved run would."""
+    cfg = compose_config("agent=a2c", f"net={net}", "env=tmaze", "env.length=4", "eval.episodes=1")
+    seed_everything(0)
+    trained, restored = RLTask(cfg, CPU), RLTask(cfg, CPU)
+    try:
+        trained.train_step(400)
+        path = tmp_path / "last.pt"
+        checkpoint.save_atomic({"task": trained.state_dict(resumable=True)}, path)
+        restored.load_state_dict(checkpoint.load(path)["task"])
+        assert restored.agent.collector.state is None  # started afresh at its first rollout
+        restored.train_step(1)
+        start = restored.agent.collector.collect(restored.agent.model, 1, episode_lists())[0]
+        assert start.state is not None
+        # Both policies carry their own state through an episode: the same actions throughout.
+        act_a, act_b = trained.agent.policy(), restored.agent.policy()
+        env = make_vec_env(cfg.env, 2)
+        obs, _ = env.reset(seed=5)
+        for _ in range(cfg.env.length + 1):
+            actions = act_a(obs)
+            assert (actions == act_b(obs)).all()
+            obs, *_ = env.step(actions)
+        env.close()
+    finally:
+        trained.close()
+        restored.close()
 
 
 @pytest.mark.slow

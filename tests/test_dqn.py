@@ -1,9 +1,12 @@
-"""DQN's pieces in process: learning-rate annealing, the logged action gap, Double DQN's forward."""
+"""DQN's pieces in process: learning-rate annealing, the logged action gap, Double DQN's forward,
+and the windows of observations a windowed torso (net=transformer) learns from."""
 
+import numpy as np
 import pytest
 import torch
 
 from lab.compute import Compute
+from lab.rl.replay import ObsHistory, Window, WindowReplay
 from lab.rl.task import build_agent
 from tests.conftest import compose_config
 
@@ -65,3 +68,46 @@ def test_throughput_bench_times_training_alone(capsys):
     main(["warmup=200", "steps=200", "agent.learning_starts=100", "env=cartpole"])
     line = capsys.readouterr().out
     assert line.startswith("dqn on CartPole-v1: ") and "env steps/s" in line and "updates/s" in line
+
+
+def test_history_windows_follow_episodes_and_zero_pad_before_their_start():
+    """Two envs; env 0's episode restarts at its third observation. Windows of 3, oldest first."""
+    history = ObsHistory(capacity=8, obs_shape=(1,), obs_dtype=np.float32, num_envs=2, context=3)
+    ids = [
+        history.record(np.array([[10.0 * t], [10.0 * t + 1]]), np.array(s))
+        for t, s in enumerate([(True, True), (False, False), (True, False), (False, False)])
+    ]
+    obs, valid = history.windows(np.array([ids[3][0], ids[3][1], ids[1][0]]))
+    np.testing.assert_array_equal(obs[..., 0], [[0, 20, 30], [11, 21, 31], [0, 0, 10]])
+    np.testing.assert_array_equal(valid, [[0, 1, 1], [1, 1, 1], [0, 1, 1]])
+    for t in (4, 5):  # 4 more ids in a ring of 8: ids 0..3 are overwritten
+        history.record(np.array([[10.0 * t], [10.0 * t + 1]]), np.array([False, False]))
+    obs, valid = history.windows(np.array([ids[2][1]]))  # 21 is live; 11 before it is gone
+    np.testing.assert_array_equal(valid, [[0, 0, 1]])
+    np.testing.assert_array_equal(obs[..., 0], [[0, 0, 21]])
+
+
+def test_dqn_with_a_transformer_learns_from_windows_and_resumes_them():
+    windowed = ("net=transformer", "net.context=4", "net.width=16", "env=cartpole_novel")
+    agent = dqn(*windowed, "agent.n_step=1")
+    assert isinstance(agent.buffer, WindowReplay) and not agent.fuse_double
+    metrics = agent.learn(300)
+    assert metrics["counter/updates"] > 0 and np.isfinite(metrics["train/loss"])
+    batch = agent.buffer.sample(16, CPU.device)
+    assert isinstance(batch.obs, Window) and batch.obs.obs.shape == (16, 4, 2)
+    assert batch.obs.valid[:, -1].all()  # the step itself is always real
+    # Each transition's next window is its window moved on by one step (or a new episode's).
+    moved = batch.next_obs.valid[:, -1] & batch.next_obs.valid[:, -2]
+    torch.testing.assert_close(batch.next_obs.obs[moved, :-1], batch.obs.obs[moved, 1:])
+    restored = dqn(
+        "net=transformer", "net.context=4", "net.width=16", "env.id=lab/CartPoleNoVel-v1"
+    )
+    restored.load_state_dict(agent.state_dict(resumable=True))
+    ids = np.arange(agent.buffer.history.written - 20, agent.buffer.history.written)
+    saved, loaded = agent.buffer.history.windows(ids), restored.buffer.history.windows(ids)
+    for a, b in zip(saved, loaded, strict=True):
+        np.testing.assert_array_equal(a, b)
+    obs = np.zeros((3, 2), np.float32)
+    assert agent.policy()(obs).shape == (3,)
+    agent.close()
+    restored.close()

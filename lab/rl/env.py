@@ -51,8 +51,10 @@ def make_env(cfg: DictConfig, render_mode: str | None = None) -> gym.Env:
 
 def frame_stack(cfg: DictConfig) -> int:
     """``env.frame_stack``: how many recent observations an observation holds (1: the last)."""
-    stack = cfg.get("frame_stack") or 1
-    if not isinstance(stack, int) or stack < 1:
+    stack = cfg.get("frame_stack")
+    if stack is None:
+        return 1
+    if not isinstance(stack, int) or isinstance(stack, bool) or stack < 1:
         raise ConfigError(f"env.frame_stack={stack}: must be a positive integer (1: no stacking)")
     return stack
 

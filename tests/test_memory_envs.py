@@ -1,0 +1,120 @@
+"""The envs that need memory (lab/CartPoleNoVel-v1, lab/TMaze-v0), the frame-stack control, and
+one honest learning test: a memory torso solves a short T-maze where an MLP cannot."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from lab.errors import ConfigError
+from lab.rl.env import make_env, make_vec_env
+from tests.conftest import compose_config, lab, read_summary
+
+
+@pytest.mark.parametrize("env_id", ["lab/CartPoleNoVel-v1", "lab/TMaze-v0"])
+def test_memory_envs_pass_the_gymnasium_env_checker(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped)
+    env.close()
+
+
+def test_cartpole_novel_is_cartpole_seen_through_position_and_angle():
+    full, novel = gym.make("CartPole-v1"), gym.make("lab/CartPoleNoVel-v1")
+    assert novel.observation_space.shape == (2,)
+    assert (novel.spec.max_episode_steps, novel.spec.reward_threshold) == (500, 475.0)
+    a, _ = full.reset(seed=3)
+    b, _ = novel.reset(seed=3)
+    for step in range(200):
+        np.testing.assert_array_equal(a[[0, 2]], b)
+        action = step % 3 == 0  # a policy that drifts: the pole falls within 200 steps
+        a, r_a, term_a, trunc_a, _ = full.step(int(action))
+        b, r_b, term_b, trunc_b, _ = novel.step(int(action))
+        assert (r_a, term_a, trunc_a) == (r_b, term_b, trunc_b)
+        if term_a:
+            break
+    assert term_a
+
+
+def test_cartpole_novel_vector_env_drops_the_velocities_too():
+    cfg = compose_config("env=cartpole_novel").env
+    envs, full = make_vec_env(cfg, 3), make_vec_env(compose_config("env=cartpole").env, 3)
+    assert type(envs).__name__ == "CartPoleNoVelVectorEnv"  # the fast native vector env
+    assert envs.single_observation_space.shape == (2,)
+    obs, _ = envs.reset(seed=0)
+    full_obs, _ = full.reset(seed=0)
+    np.testing.assert_array_equal(obs, full_obs[:, [0, 2]])
+    for _ in range(30):
+        obs, *_ = envs.step(np.array([0, 1, 0]))
+        full_obs, *_ = full.step(np.array([0, 1, 0]))
+        np.testing.assert_array_equal(obs, full_obs[:, [0, 2]])
+    envs.close()
+    full.close()
+
+
+@pytest.mark.parametrize("goal", [0, 1])
+def test_tmaze_shows_the_cue_once_and_pays_only_the_right_turn(goal):
+    env = make_env(compose_config("env=tmaze", "env.length=3").env)
+    for seed in range(20):  # a seed whose cue is ``goal``
+        obs, _ = env.reset(seed=seed)
+        if obs[goal] == 1:
+            break
+    np.testing.assert_array_equal(obs, np.eye(3, dtype=np.float32)[goal])
+    for step in range(3):  # the corridor: nothing to see, nothing earned, whatever the action
+        obs, reward, terminated, truncated, _ = env.step(step % 2)
+        assert (reward, terminated, truncated) == (0.0, False, False)
+        np.testing.assert_array_equal(obs, [0, 0, 1] if step == 2 else [0, 0, 0])
+    _, reward, terminated, truncated, _ = env.step(goal)
+    assert (reward, terminated, truncated) == (1.0, True, False)
+    env.reset(seed=seed)
+    for _ in range(3):
+        env.step(goal)
+    assert env.step(1 - goal)[1:3] == (0.0, True)  # the wrong turn ends it with nothing
+
+
+def test_tmaze_cues_are_balanced_and_length_is_checked():
+    env = gym.make("lab/TMaze-v0", length=2)
+    cues = [int(env.reset(seed=s)[0][1]) for s in range(400)]
+    assert 0.4 < np.mean(cues) < 0.6
+    with pytest.raises(ValueError, match="length=0"):
+        gym.make("lab/TMaze-v0", length=0)
+
+
+def test_frame_stack_gives_an_mlp_the_recent_frames():
+    cfg = compose_config("env=cartpole_novel", "env.frame_stack=4").env
+    envs = make_vec_env(cfg, 2)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (2, 4, 2)
+    np.testing.assert_array_equal(obs[:, 0], obs[:, 3])  # the first frame is repeated
+    obs, *_ = envs.step(np.array([1, 1]))
+    assert not np.array_equal(obs[:, 3], obs[:, 2])  # the newest frame comes last
+    envs.close()
+    with pytest.raises(ConfigError, match=r"env\.frame_stack=0"):
+        make_env(compose_config("env=tmaze", "env.frame_stack=0").env)
+
+
+def _tmaze_run(tmp_path, net: str, steps: int) -> dict:
+    run = tmp_path / net
+    result = lab(
+        run,
+        "agent=a2c",
+        "env=tmaze",
+        "env.length=5",
+        f"net={net}",
+        f"agent.total_steps={steps}",
+        "eval.interval=2000",
+        "stop_on_threshold=true",
+        "seed=0",
+        "logger=none",
+    )
+    assert result.returncode == 0, result.stderr
+    return read_summary(run)
+
+
+def test_a_gru_solves_a_short_tmaze_that_an_mlp_cannot(tmp_path):
+    """Seed 0: the GRU turns right in 10/10 evaluation mazes by 12k steps (measured: 8k); the
+    MLP, which sees the same junction whatever the cue, is right only for the cue its fixed
+    turn matches (7 of these 10) after 16k steps."""
+    memory = _tmaze_run(tmp_path, "gru", 12_000)
+    assert memory["status"] == "solved" and memory["best"]["eval/return_mean"] == 1.0, memory
+    mlp = _tmaze_run(tmp_path, "mlp_tanh", 16_000)
+    assert mlp["status"] == "completed" and mlp["best"]["eval/return_mean"] <= 0.7, mlp
