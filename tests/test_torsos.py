@@ -25,14 +25,6 @@ TORSOS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _unroll(torso, obs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return torso.unroll(obs, torso.initial_state(obs.shape[1]), keep)
