@@ -57,6 +57,7 @@ def _tensors(state) -> list[torch.Tensor]:
 LEARN_SOON = {
     "dqn": ["agent.learning_starts=32", "agent.batch_size=16"],
     "a3c": ["agent.workers=1"],
+    "impala": ["agent.actors=1", "agent.envs_per_actor=2", "agent.unroll=4"],
     "sb3_dqn": [
         "agent.hyperparams.learning_starts=16",
         "agent.hyperparams.batch_size=16",

@@ -1,0 +1,211 @@
+"""IMPALA's actors as Ray actors (``agent.backend=ray``): anywhere in a cluster, or on a local
+Ray started for the run and stopped after it.
+
+Trajectories come back as the results of ``unroll`` calls and weights go out with ``ray.put``:
+both travel through Ray's object store. Each actor has one unroll in flight; the learner starts
+its next one, with the latest weights when they are newer than the actor's, as soon as the last
+one arrives. Pacing by env-step credits and the death count are the processes backend's
+(lab/rl/impala_actors.py, lab/rl/workers.py).
+"""
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lab.compute import available_cores
+from lab.errors import ConfigError
+from lab.rl.actor_critic import ActorCritic
+from lab.rl.impala_actors import Actor, ActorSpec, Trajectory
+from lab.rl.workers import POLL_SECONDS, Deaths, RestartLimit, WorkerFailed
+from lab.stop import StopCheck, never
+
+log = logging.getLogger("lab")
+CONNECT_SECONDS = 5.0  # how long an address may take to answer before it counts as unreachable
+
+
+class RemoteActor:
+    """The Ray actor: an ``Actor`` that loads the weights it is sent before it unrolls."""
+
+    def __init__(self, spec: ActorSpec, seed: int):
+        torch.set_num_threads(1)  # one CPU per actor, as Ray accounts for it
+        self.actor = Actor(spec, seed)
+
+    def unroll(self, weights: dict[str, torch.Tensor] | None, version: int) -> Trajectory:
+        if weights is not None:
+            self.actor.load(weights, version)
+        return self.actor.unroll()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def describe(error: Exception) -> str:
+    """What became of an actor, from the error its call raised: its own exception if it raised
+    one (Ray wraps it), else that its process or node was lost."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, Exception) and "ray.exceptions" not in type(cause).__module__:
+        return f"raised {type(cause).__name__}: {cause}"
+    return f"was lost ({type(error).__name__})"
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "agent.backend=ray: Ray is not installed; pip install 'lab[ray]', "
+            "or use agent.backend=processes"
+        ) from None
+    return ray
+
+
+def check_reachable(address: str) -> None:
+    """A one-line error for an address nothing answers at, where Ray itself would retry for
+    minutes and print a screenful (``auto`` is Ray's to find: it fails at once)."""
+    if address == "auto":
+        return
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.hostname is None or port is None:
+        raise ConfigError(
+            f"agent.ray.address={address}: give host:port (the head's GCS, e.g. 10.0.0.1:6379), "
+            "ray://host:10001, auto, or null for a local Ray"
+        )
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_SECONDS).close()
+    except OSError as e:
+        raise ConfigError(
+            f"agent.ray.address={address}: nothing answers there ({e.strerror or e}); start the "
+            "cluster (ray start --head) or use agent.ray.address=null for a local Ray"
+        ) from None
+
+
+class RayActors:
+    """``actors`` Ray actors with ``cfg``'s resources each; see the module docstring."""
+
+    def __init__(
+        self,
+        spec: ActorSpec,
+        model: ActorCritic,
+        actors: int,
+        restarts: RestartLimit,
+        cfg: DictConfig,
+    ):
+        self.ray = ray = import_ray()
+        self.spec, self.deaths = spec, Deaths("impala", restarts)
+        self.address = cfg.address or "a local Ray"
+        started = time.perf_counter()
+        init = {"include_dashboard": False, "logging_level": logging.WARNING}
+        if cfg.address is None:  # enough logical CPUs that every actor starts, even on 2 cores
+            init["num_cpus"] = max(available_cores(), actors * cfg.num_cpus_per_actor)
+        else:
+            check_reachable(cfg.address)
+        try:
+            ray.init(address=cfg.address, **init)
+        except ConnectionError as e:
+            raise ConfigError(f"agent.ray.address={cfg.address}: {e}") from None
+        try:
+            self._start_actors(model, actors, cfg)
+        except BaseException:
+            self.close()  # the runner closes only a task it has: leave no Ray behind
+            raise
+        self.startup_seconds = time.perf_counter() - started
+        self.credits = 0
+
+    def _start_actors(self, model: ActorCritic, actors: int, cfg: DictConfig) -> None:
+        ray = self.ray
+        self.remote = ray.remote(
+            num_cpus=cfg.num_cpus_per_actor,
+            num_gpus=cfg.num_gpus_per_actor,
+            resources=OmegaConf.to_container(cfg.resources_per_actor) or None,
+            max_restarts=0,  # a lost actor is replaced here, where the loss is counted
+        )(RemoteActor)
+        self.incarnations = [0] * actors
+        self.handles = [self._start(slot) for slot in range(actors)]
+        self.pending: dict = {}  # object ref of an unroll in flight -> the actor's slot
+        self.sent = [-1] * actors  # the weights' version each actor has
+        self.publish(model, 0)
+        try:
+            ray.get([handle.pid.remote() for handle in self.handles])  # every actor is up
+        except ray.exceptions.RayError as error:
+            raise WorkerFailed(f"impala: an actor failed to start: {describe(error)}") from None
+
+    @property
+    def replaced(self) -> int:
+        return self.deaths.replaced
+
+    @replaced.setter
+    def replaced(self, count: int) -> None:
+        self.deaths.replaced = count
+
+    def _start(self, slot: int):
+        seed = self.spec.seed + 1000 * (slot + 1) + self.incarnations[slot]
+        return self.remote.options(name=None).remote(self.spec, seed)
+
+    def publish(self, model: ActorCritic, version: int) -> None:
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        self.weights, self.version = self.ray.put(weights), version
+
+    def _launch(self, slot: int) -> None:
+        """The actor's next unroll, if credits remain (the last may overshoot them)."""
+        if self.credits <= 0:
+            return
+        self.credits -= self.spec.credits
+        weights = self.weights if self.sent[slot] != self.version else None
+        self.sent[slot] = self.version
+        self.pending[self.handles[slot].unroll.remote(weights, self.version)] = slot
+
+    def use(self, budget: int, stop: StopCheck = never) -> Iterator[Trajectory]:
+        """Trajectories worth ``budget`` env steps; a lost actor's unroll is started again on
+        its replacement. After ``stop()`` no new unroll starts; those in flight still arrive."""
+        self.credits, outstanding, revoked = budget, budget, False
+        for slot in range(len(self.handles)):
+            if slot not in self.pending.values():
+                self._launch(slot)
+        while outstanding > 0:
+            ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=POLL_SECONDS)
+            if not ready:
+                continue
+            slot = self.pending.pop(ready[0])
+            try:
+                trajectory = self.ray.get(ready[0])
+            except self.ray.exceptions.RayError as error:
+                self._replace(slot, error)
+                if revoked:
+                    outstanding -= self.spec.credits
+                else:
+                    self.credits += self.spec.credits
+                self._launch(slot)
+                continue
+            outstanding -= self.spec.credits
+            self._launch(slot)
+            yield trajectory
+            if stop() and not revoked:
+                outstanding -= max(self.credits, 0)
+                self.credits, revoked = 0, True
+
+    def _replace(self, slot: int, error: Exception) -> None:
+        """A new actor in the place of one whose unroll failed (it raised, or its process or
+        node is gone); raises ``WorkerFailed`` when actors keep dying."""
+        self.deaths.record(f"actor {slot}", describe(error))
+        self.ray.kill(self.handles[slot], no_restart=True)
+        self.incarnations[slot] += 1
+        self.handles[slot] = self._start(slot)
+        self.sent[slot] = -1
+
+    def close(self) -> None:
+        """Stop the actors; stop the local Ray this run started (or leave the cluster)."""
+        if not self.ray.is_initialized():
+            return
+        for handle in getattr(self, "handles", []):
+            self.ray.kill(handle, no_restart=True)
+        self.ray.shutdown()
