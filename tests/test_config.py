@@ -164,6 +164,12 @@ def test_logger_options_build(tmp_path, logger):
 EXPERIMENTS = {  # what each preset must set: (env id, net, agent keys, sweep params)
     "bench_a3c": ("CartPole-v1", "MLP", {}, {"agent": "a3c,sb3_a2c", "seed": "0,1,2,3,4"}),
     "bench_cartpole": ("CartPole-v1", "MLP", {}, {"agent": "dqn,sb3_dqn", "seed": "0,1,2,3,4"}),
+    "bench_impala": (
+        "CartPole-v1",
+        "MLP",
+        {"name": "impala", "batch_size": 2},  # one trajectory per actor (2 by default)
+        {"agent.actors": "1,2,4,8,16", "seed": "0,1,2"},
+    ),
     "bench_dqn": (
         "CartPole-v1",
         "MLP",
