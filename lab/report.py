@@ -14,10 +14,8 @@ finished ones, listed under the table and drawn apart from the mean (``lab.repor
 import argparse
 import csv
 import json
-import math
 import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import yaml
 from scipy.stats import bootstrap
 
 from lab.published import Published, budget, published_for
+from lab.report_columns import COLUMNS, GENERATIVE_COLUMNS, Column, fmt, median
 from lab.report_plots import plot
 
 IGNORED_OVERRIDES = ("seed=", "hydra.", "resume=")
@@ -111,17 +110,20 @@ class Group:
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.runs)
 
-    def stats(self) -> dict:
-        """The group's row of the table: every column of ``COLUMNS`` by its key."""
-        return {column.key: column.value(self) for column in COLUMNS}
+    @property
+    def generative(self) -> bool:
+        return any(r.summary and r.summary.get("family") == "generative" for r in self.runs)
+
+    def stats(self, columns: list[Column] | None = None) -> dict:
+        """The group's row of the table: every column (of ``COLUMNS`` by default) by its key."""
+        return {column.key: column.value(self) for column in columns or COLUMNS}
 
 
-def _median(values: list) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
+def columns_for(groups: list[Group]) -> list[Column]:
+    """``GENERATIVE_COLUMNS`` when every group holds generative runs, else ``COLUMNS``."""
+    if groups and all(g.generative for g in groups):
+        return GENERATIVE_COLUMNS
+    return COLUMNS
 
 
 def bootstrap_ci(
@@ -143,93 +145,6 @@ def bootstrap_ci(
         rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, int | str):
-        return str(value)
-    return f"{value:.{digits}g}"
-
-
-@dataclass(frozen=True)
-class Column:
-    """A column of the table: its CSV key, its markdown heading, how a group fills it.
-
-    ``title=None`` keeps a column to the CSV (its value shows inside another column's cell);
-    ``cell`` writes the markdown cell from the group's whole row when one value is not enough.
-    """
-
-    key: str
-    title: str | None
-    value: Callable[[Group], object]
-    digits: int = 4
-    cell: Callable[[dict], str] | None = None
-
-    def text(self, row: dict) -> str:
-        return self.cell(row) if self.cell else _fmt(row[self.key], self.digits)
-
-
-def _solved_cell(row: dict) -> str:
-    finished = row["runs"] - row["failed"] - row["interrupted"] - row["running"]
-    return f"{row['solved']}/{finished}"
-
-
-def _mean_std_cell(row: dict) -> str:
-    if row["final_mean"] is None:
-        return "—"
-    return f"{_fmt(row['final_mean'])} ± {_fmt(row['final_std'], 2)}"
-
-
-def _ci_cell(row: dict) -> str:
-    if row["final_mean"] is None or row["final_ci_low"] is None:
-        return _fmt(row["final_mean"])
-    return f"{_fmt(row['final_mean'])} [{_fmt(row['final_ci_low'])}, {_fmt(row['final_ci_high'])}]"
-
-
-def _std(values: list[float]) -> float | None:
-    return statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
-
-
-COLUMNS = [
-    Column("group", "group", lambda g: g.label),
-    Column("metric", "metric", lambda g: g.metric or ""),
-    Column("runs", "runs", lambda g: len(g.runs)),
-    Column("solved", "solved", lambda g: len(g.solved()), cell=_solved_cell),
-    Column("failed", "failed", lambda g: g.count("failed")),
-    Column("interrupted", "interrupted", lambda g: g.count("interrupted")),
-    Column("running", None, lambda g: g.count("running")),
-    Column("final_median", "final median", lambda g: _median(g.finals())),
-    Column("final_mean", "final mean ± std", lambda g: _mean(g.finals()), cell=_mean_std_cell),
-    Column("final_std", None, lambda g: _std(g.finals())),
-    Column(
-        "final_ci_low",
-        "final mean [95% CI]",
-        lambda g: ci[0] if (ci := g.final_ci()) else None,
-        cell=_ci_cell,
-    ),
-    Column("final_ci_high", None, lambda g: ci[1] if (ci := g.final_ci()) else None),
-    Column("best_mean", "mean best", lambda g: _mean(g.bests())),
-    Column(
-        "time_to_threshold_median",
-        "median time-to-threshold (s)",
-        lambda g: _median([r.reached()[0] for r in g.solved()]),
-        digits=3,
-    ),
-    Column(
-        "steps_to_threshold_median",
-        "median steps-to-threshold",
-        lambda g: _median([r.reached()[1] for r in g.solved()]),
-    ),
-    Column(
-        "wall_median",
-        "median wall (s)",
-        lambda g: _median([r.summary["wall_seconds"] for r in g.finished()]),
-        digits=3,
-    ),
-    Column("published", "published", lambda g: "; ".join(p.text() for p in g.published())),
-]
 
 
 def _job_order(path: Path) -> tuple:
@@ -282,14 +197,14 @@ def gap_line(group: Group) -> str | None:
     if not published or not finals:
         return None
     mean, ci = statistics.fmean(finals), group.final_ci()
-    steps = _median([r.summary["steps"] for r in group.finished()])
-    lab = f"{_fmt(mean)} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else f"{_fmt(mean)}, no CI"
+    steps = median([r.summary["steps"] for r in group.finished()])
+    lab = f"{fmt(mean)} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else f"{fmt(mean)}, no CI"
     gaps = []
     for p in published:
         inside = "" if ci is None else "inside" if ci[0] <= p.mean <= ci[1] else "outside"
         held = f", {inside} lab's CI" if inside else ""
         gaps.append(
-            f"{mean - p.mean:+.4g} against {p.source} {p.algo}'s {_fmt(p.mean)} "
+            f"{mean - p.mean:+.4g} against {p.source} {p.algo}'s {fmt(p.mean)} "
             f"@{budget(p.steps)}{held}"
         )
     seeds = f"{len(finals)} seed{'s' * (len(finals) > 1)}"
@@ -298,8 +213,9 @@ def gap_line(group: Group) -> str | None:
 
 def markdown(groups: list[Group], runs: list[Run]) -> str:
     """The table (a row per group, the titled ``COLUMNS``) and the notes under it."""
-    shown = [c for c in COLUMNS if c.title]
-    rows = [g.stats() for g in groups]
+    columns = columns_for(groups)
+    shown = [c for c in columns if c.title]
+    rows = [g.stats(columns) for g in groups]
     lines = ["| " + " | ".join(c.title for c in shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(c.text(row) for c in shown) + " |" for row in rows]
     gaps = [line for g in groups if (line := gap_line(g))]
@@ -323,10 +239,11 @@ def markdown(groups: list[Group], runs: list[Run]) -> str:
 
 
 def write_csv(groups: list[Group], path: Path) -> None:
+    columns = columns_for(groups)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[c.key for c in COLUMNS])
+        writer = csv.DictWriter(f, fieldnames=[c.key for c in columns])
         writer.writeheader()
-        writer.writerows(g.stats() for g in groups)
+        writer.writerows(g.stats(columns) for g in groups)
 
 
 def report(root: Path, out: Path | None = None) -> str:

@@ -182,6 +182,14 @@ EXPERIMENTS = {  # what each preset must set: (env id, net, agent keys, sweep pa
         {},
         {"agent": "a2c,a3c", "env": "cartpole,acrobot,lunarlander", "seed": "0,1,2"},
     ),
+    # The sweeper picks model= per job (which switches agent, env and net off); composed alone
+    # it is the default RL config.
+    "bench_gan": (
+        "CartPole-v1",
+        "MLP",
+        {},
+        {"model": "dcgan,wgan_gp,stylegan,rbm", "seed": "0,1,2"},
+    ),
 }
 TIME_TO_SOLVE = ("bench_cartpole", "bench_a3c")  # stop once solved; the others run their budget
 
@@ -249,9 +257,8 @@ def test_parallel_launchers_give_each_job_its_share_of_the_cores(launcher):
 def test_model_options_compose_and_build(model):
     from lab.gen.task import GenTask
 
-    cfg = compose_config(
-        f"model={model}", "model.width=8", "fid.samples=50", "fid.kid_subset_size=20"
-    )
+    small = "model.layers=[8]" if model == "rbm" else "model.width=8"  # an RBM has no convs
+    cfg = compose_config(f"model={model}", small, "fid.samples=50", "fid.kid_subset_size=20")
     assert cfg.get("agent") is None and cfg.get("env") is None and cfg.get("net") is None
     assert cfg.dataset.name == "digits"
     task = GenTask(cfg, CPU)

@@ -413,3 +413,56 @@ def test_every_published_figure_names_its_source_budget_and_a_known_env():
     for r in data["results"]:
         assert r["source"] in data["sources"] and r["algo"] in set(data["agents"].values())
         assert r["env"] in envs and r["steps"] >= 10_000 and isinstance(r["mean"], float)
+
+
+def _generative_run(root, name, model, seed, fid, floor, images_per_s, params=None) -> None:
+    """A fabricated finished run of ``model``: FID, its floor, KID, throughput rows, params."""
+    _run(
+        root,
+        name,
+        [f"model={model}", f"seed={seed}"],
+        "completed",
+        fid,
+        None,
+        metric="eval/fid",
+        algo=model,
+        task="digits",
+        wall=60.0 + seed,
+    )
+    summary_file = root / name / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary["metrics"] |= {"eval/fid_floor": floor, "eval/kid_mean": fid / 10}
+    if params is not None:
+        summary["params"] = params
+    summary_file.write_text(json.dumps(summary))
+    rows = [{"step": 100 * i, "perf/images_per_s": v} for i, v in enumerate(images_per_s)]
+    (root / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_generative_sweep_shows_fid_beside_its_floor_and_the_cost(tmp_path):
+    # dcgan: FIDs 6, 4, 5 over floors 2, 1, 2.5: medians 5 and 2, but the median of the
+    # per-seed ratios (3, 4, 2) is 3, not 5 / 2. Throughput: each run's median, then theirs.
+    for seed, (fid, floor, ips) in enumerate([(6, 2, [90, 100]), (4, 1, [300]), (5, 2.5, [200])]):
+        _generative_run(tmp_path, str(seed), "dcgan", seed, fid, floor, ips, params=1_234_567)
+    _generative_run(tmp_path, "3", "rbm", 0, 30.0, 2.0, [5000])  # no params in its summary
+    table = report(tmp_path)
+    header = table.splitlines()[0]
+    assert header == (
+        "| group | metric | runs | solved | failed | interrupted | FID | floor | FID/floor | KID "
+        "| wall (s) | params | images/s |"
+    )
+    assert (
+        "| model=dcgan | eval/fid | 3 | 0/3 | 0 | 0 | 5 | 2 | 3 | 0.5 | 61 | 1,234,567 | 200 |"
+        in table
+    )
+    assert "| model=rbm | eval/fid | 1 | 0/1 | 0 | 0 | 30 | 2 | 15 | 3 | 60 | — | 5000 |" in table
+    with (tmp_path / "report.csv").open() as f:
+        rows = {row["group"]: row for row in csv.DictReader(f)}
+    assert rows["model=dcgan"]["fid_over_floor_median"] == "3.0"
+    assert rows["model=rbm"]["params"] == ""
+
+
+def test_a_mixed_sweep_keeps_the_rl_columns(tmp_path):
+    _generative_run(tmp_path, "0", "dcgan", 0, 6.0, 2.0, [100])
+    _run(tmp_path, "1", ["agent=dqn", "seed=0"], "completed", 500.0, None)
+    assert "final median" in report(tmp_path).splitlines()[0]
