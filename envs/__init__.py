@@ -11,6 +11,13 @@ REGISTERED = {
         "max_episode_steps": 500,
         "reward_threshold": 475.0,
     },
+    # CartPole-v1 with a longer/heavier pole (env.kwargs: length, masspole, masscart, force_mag).
+    "lab/CartPolePhysics-v1": {
+        "entry_point": "envs.cartpole_physics:CartPolePhysicsEnv",
+        "vector_entry_point": "envs.cartpole_physics:CartPolePhysicsVectorEnv",
+        "max_episode_steps": 500,
+        "reward_threshold": 475.0,
+    },
     # Solved: the right turn in (nearly) every episode; a memoryless policy scores about 0.5.
     "lab/TMaze-v0": {"entry_point": "envs.tmaze:TMazeEnv", "reward_threshold": 0.95},
 }

@@ -29,7 +29,8 @@ from lab.errors import ConfigError, RunFailed
 from lab.loggers import Logger, MetricsFile
 from lab.progress import MetricWindow, ProgressBar
 from lab.summary import Summary, print_summary, write_summary
-from lab.task import Task
+from lab.task import Task, trainable_parameters
+from lab.transfer import freeze, warm_start
 
 log = logging.getLogger("lab")
 # media/curves.png is redrawn at an evaluation at most this often (and always at the end):
@@ -50,6 +51,15 @@ class RunState:
     reached_step: int | None = None
     reached_seconds: float | None = None
     wandb_id: str | None = None
+    init_from: dict | None = None  # what a warm start loaded and froze (summary.json's init_from)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What summary.json says of the run besides its results."""
+
+    settings: str | None = None  # RL: the conf/tuned file the agent took, or its defaults
+    params_by_net: dict[str, int] = field(default_factory=dict)  # trainable, per net
 
 
 class StopSignal:
@@ -122,10 +132,16 @@ def run(cfg: DictConfig, run_dir: Path) -> Summary:
             set_rng_state(saved["rng"])
             MetricsFile.truncate_after(run_dir / "metrics.jsonl", task.step)
             log.info("resumed from %s at step %d", resume, task.step)
+            if state.init_from:  # the weights came back; the freeze is the run's to redo
+                freeze(task.nets(), state.init_from["frozen_tensors"])
+        elif cfg.init_from.path is not None:
+            state.init_from = warm_start(task.nets(), cfg.init_from)
         config = OmegaConf.to_container(cfg, resolve=True)
         logger = Logger(cfg, run_dir, config, state.wandb_id, start_step=task.step)
         state.wandb_id = logger.wandb_id
-        summary = Loop(cfg, run_dir, task, state, logger, compute, settings).run()
+        facts = RunFacts(settings, trainable_parameters(task.nets()))
+        log.info("params: %s trainable %s", sum(facts.params_by_net.values()), facts.params_by_net)
+        summary = Loop(cfg, run_dir, task, state, logger, compute, facts).run()
     finally:
         task.close()
     print_summary(summary, run_dir)
@@ -143,10 +159,10 @@ class Loop:
         state: RunState,
         logger: Logger,
         compute: Compute,
-        settings: str | None = None,
+        facts: RunFacts,
     ):
         self.cfg, self.run_dir, self.task, self.state = cfg, run_dir, task, state
-        self.logger, self.compute, self.settings = logger, compute, settings
+        self.logger, self.compute, self.facts = logger, compute, facts
         self.window = MetricWindow(task.step_unit, task.headline_metric)
         self.started = time.perf_counter() - state.elapsed
         self.curves_due = CURVES_EVERY_SECONDS  # a run shorter than that draws at its end only
@@ -260,6 +276,9 @@ class Loop:
             "task": self.task.state_dict(resumable=resumable),
             "runner": dataclasses.asdict(self.state),
             "rng": rng_state(),
+            # The nets by name for init_from; torch.save stores each tensor once, so this
+            # index of the task's own tensors costs no space.
+            "nets": {name: net.state_dict() for name, net in self.task.nets().items()},
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
 
@@ -306,7 +325,10 @@ class Loop:
                     "reached_step": state.reached_step,
                     "reached_seconds": state.reached_seconds,
                 },
-                settings=self.settings,
+                settings=self.facts.settings,
+                params=sum(self.facts.params_by_net.values()),
+                params_by_net=self.facts.params_by_net,
+                init_from=state.init_from,
                 error=error,
                 exit_code=exit_code,
             )

@@ -23,13 +23,19 @@ class Summary:
     best: dict[str, float]
     threshold: dict
     settings: str | None = None  # RL: the conf/tuned file the agent took, or its defaults
+    # Trainable parameters of the task's nets (lab.task.trainable_parameters): an RL agent's
+    # (DQN's online net, not its target copy), or every net a generative model trains (a GAN's
+    # generator and discriminator both); frozen ones (init_from.freeze) do not count.
+    params: int | None = None
+    params_by_net: dict[str, int] | None = None
+    init_from: dict | None = None  # a warm start: its checkpoint, source and tensor counts
     error: str | None = None
     exit_code: int = field(default=0, repr=False)  # for the process, not the file
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         del data["exit_code"]
-        for optional in ("settings", "error"):
+        for optional in ("settings", "params", "params_by_net", "init_from", "error"):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -52,6 +58,11 @@ def print_summary(summary: Summary, run_dir: Path) -> None:
     ]
     if s.settings:
         lines.append(f"  settings: {s.settings}")
+    if s.params is not None:
+        nets = ", ".join(f"{name} {n:,}" for name, n in (s.params_by_net or {}).items())
+        lines.append(f"  params: {s.params:,} trainable ({nets})")
+    if s.init_from:
+        lines.append(f"  init_from: {s.init_from['path']} ({s.init_from['source']})")
     width = max((len(k) for k in s.metrics), default=0)
     for key, value in s.metrics.items():
         best = s.best.get(key)

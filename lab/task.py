@@ -9,6 +9,9 @@ do, member by member and signature by signature. ``docs/contracts.md`` describes
 from pathlib import Path
 from typing import Literal, Protocol
 
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
 from lab.stop import StopCheck, never
 
 Family = Literal["rl", "generative"]
@@ -62,6 +65,23 @@ class Task(Protocol):
         """Restore what ``state_dict`` saved; work in flight (episodes) starts afresh."""
         ...
 
+    def nets(self) -> dict[str, nn.Module]:
+        """Its networks by name, as its checkpoints store them under ``nets``: what
+        ``init_from`` copies weights into and freezes, and what ``params`` counts."""
+        ...
+
     def close(self) -> None:
         """Release processes, environments and files; safe to call once after any failure."""
         ...
+
+
+def trainable_parameters(nets: dict[str, nn.Module]) -> dict[str, int]:
+    """Parameters an optimizer updates, per net that has any: not those without
+    ``requires_grad`` (DQN's target copy, StyleGAN's average, frozen layers) nor a weight
+    average kept by torch's ``AveragedModel`` (the GANs' ``generator_ema``)."""
+    counts = {
+        name: sum(p.numel() for p in net.parameters() if p.requires_grad)
+        for name, net in nets.items()
+        if not isinstance(net, AveragedModel)
+    }
+    return {name: n for name, n in counts.items() if n > 0}

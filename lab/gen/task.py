@@ -125,6 +125,9 @@ class GenTask:
     def close(self) -> None:
         """Nothing to release: the data and the nets are plain tensors."""
 
+    def nets(self) -> dict[str, torch.nn.Module]:
+        return self.model.nets
+
 
 class _CountingBatches:
     """The batch source, counting the images it hands out."""

@@ -2,6 +2,8 @@
 returns on one learner stepping a Gymnasium vector env. Hyperparameters: conf/agent/a2c.yaml.
 """
 
+from torch import nn
+
 from lab.config import instantiate
 from lab.rl.actor_critic import (
     LossSettings,
@@ -96,6 +98,9 @@ class A2C:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.updates = state["counters"]["step"], state["counters"]["updates"]
+
+    def nets(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
 
     def close(self) -> None:
         self.envs.close()

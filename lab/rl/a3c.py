@@ -189,6 +189,9 @@ class A3C:
         self.pool.deaths.replaced = state["counters"].get("actors_replaced", 0)
         self.pool.set_taken(self.step)
 
+    def nets(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
     def close(self) -> None:
         self.pool.close()
 

@@ -69,6 +69,10 @@ class Agent(Protocol):
 
     def load_state_dict(self, state: dict) -> None: ...
 
+    def nets(self) -> dict[str, torch.nn.Module]:
+        """Its networks by name, as ``state_dict`` names them (``lab.task.Task.nets``)."""
+        ...
+
     def close(self) -> None: ...
 
 
