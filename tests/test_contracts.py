@@ -49,6 +49,7 @@ def test_the_protocol_helper_catches_a_missing_member_and_a_renamed_parameter():
         def policy(self): ...
         def state_dict(self, resumable): ...
         def load_state_dict(self, state): ...
+        def nets(self): ...
         def close(self): ...
 
     class Renamed(Complete):
@@ -64,7 +65,9 @@ def test_the_protocol_helper_catches_a_missing_member_and_a_renamed_parameter():
         assert_conforms(missing(), Agent)
 
 
-@pytest.mark.parametrize("agent", ["dqn", "a2c", "a3c", "sb3_dqn", "sb3_a2c", "sb3_ppo"])
+@pytest.mark.parametrize(
+    "agent", ["dqn", "a2c", "a3c", "sb3_dqn", "sb3_a2c", "sb3_ppo", "sb3_recurrent_ppo"]
+)
 def test_every_agent_and_the_rl_task_keep_the_contracts(agent):
     extra = ["agent.workers=1"] if agent == "a3c" else []
     task = RLTask(compose_config(f"agent={agent}", *extra), CPU)
@@ -119,6 +122,9 @@ class FakeTask:
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.evaluations = state["step"], state["evaluations"]
+
+    def nets(self) -> dict:
+        return {}
 
     def close(self) -> None:
         self.closed = True

@@ -132,7 +132,8 @@ def test_sb3_learns_from_clipped_rewards_and_logs_the_game_score():
         task.close()
 
 
-SB3_TUNED = sorted((CONF_DIR / "tuned").glob("sb3_*.yaml"))
+RECURRENT_TUNED = sorted((CONF_DIR / "tuned").glob("sb3_recurrent_ppo_*.yaml"))
+SB3_TUNED = sorted(set((CONF_DIR / "tuned").glob("sb3_*.yaml")) - set(RECURRENT_TUNED))
 # rl-zoo3's policy_kwargs for the pairs the lab ships: net_arch=[256, 256] for every DQN entry
 # (ReLU, DQN's default activation); none for A2C and PPO: SB3's policy and value nets, 64x64 tanh.
 ZOO_NETS = {"dqn": ([256, 256], "ReLU"), "a2c": ([64, 64], "Tanh"), "ppo": ([64, 64], "Tanh")}
@@ -330,6 +331,15 @@ LEARNS = {  # agent: (env steps the shipped settings need on seed 0, measured, w
     "sb3_a2c": 60_000,
     "sb3_ppo": 60_000,
     "sb3_dqn": 50_000,
+    "sb3_recurrent_ppo": 40_000,
+}
+# RecurrentPPO with the zoo's CartPoleNoVel settings on full-state CartPole, and a small LSTM:
+# cheap, and it shows the recurrent policy learns and evaluates with its state carried.
+LEARN_WITH = {
+    "sb3_recurrent_ppo": [
+        "tuned=sb3_recurrent_ppo_cartpole_novel",
+        "agent.policy_kwargs.lstm_hidden_size=32",
+    ]
 }
 
 
@@ -341,6 +351,7 @@ def test_sb3_agents_learn_cartpole(tmp_path, agent):
         run,
         f"agent={agent}",
         f"agent.total_steps={LEARNS[agent]}",
+        *LEARN_WITH.get(agent, []),
         "logger=none",
         "seed=0",
         "stop_on_threshold=true",
@@ -350,3 +361,56 @@ def test_sb3_agents_learn_cartpole(tmp_path, agent):
     summary = read_summary(run)
     assert summary["status"] == "solved", summary
     assert summary["best"]["eval/return_mean"] >= 475
+
+
+def test_every_recurrent_ppo_tuned_file_names_its_source_and_is_used():
+    """rl-zoo3's ppo_lstm.yml tunes CartPoleNoVel-v1 and Acrobot-v1 among the envs lab has."""
+    assert [p.stem for p in RECURRENT_TUNED] == [
+        "sb3_recurrent_ppo_acrobot",
+        "sb3_recurrent_ppo_cartpole_novel",
+    ]
+    for path in RECURRENT_TUNED:
+        header = path.read_text().splitlines()[1]
+        assert header.startswith("# rl-zoo3 hyperparams/ppo_lstm.yml, "), path.name
+        assert ", commit 038ab1617a486b7d918be8056697bf34caeefbcd" in header, path.name
+        env = path.stem.removeprefix("sb3_recurrent_ppo_")
+        task = _sb3_task("agent=sb3_recurrent_ppo", f"env={env}")
+        try:
+            _check_settings(task, OmegaConf.to_container(OmegaConf.load(path).agent))
+            policy = task.agent.model.policy
+            assert type(policy).__name__ == "RecurrentActorCriticPolicy"
+            assert policy.lstm_actor.hidden_size == 256 and policy.lstm_critic is not None
+            assert _linear_widths(policy.mlp_extractor.policy_net) == [64, 64]
+        finally:
+            task.close()
+
+
+def test_recurrent_ppo_refuses_a_lab_memory_net_and_says_what_sizes_its_lstm():
+    from lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"net=lstm.*agent.policy_kwargs.lstm_hidden_size"):
+        _sb3_task("agent=sb3_recurrent_ppo", "env=cartpole_novel", "net=lstm")
+
+
+def test_recurrent_ppo_evaluation_carries_the_lstm_state_from_step_to_step():
+    import numpy as np
+
+    task = _sb3_task("agent=sb3_recurrent_ppo", "env=cartpole_novel", "agent.num_envs=2")
+    try:
+        calls = []
+        predict = task.agent.model.predict
+
+        def spy(obs, state=None, episode_start=None, deterministic=False):
+            actions, new_state = predict(obs, state, episode_start, deterministic)
+            calls.append((state, episode_start.copy(), new_state))
+            return actions, new_state
+
+        task.agent.model.predict = spy
+        act = task.agent.policy()
+        obs = np.zeros((3, 2), dtype=np.float32)
+        act(obs), act(obs)
+        (first_in, first_start, first_out), (second_in, second_start, _) = calls
+        assert first_in is None and first_start.all()  # a fresh policy starts from zeros...
+        assert second_in is first_out and not second_start.any()  # ...then carries its state
+    finally:
+        task.close()

@@ -32,9 +32,13 @@ log = logging.getLogger("lab")
 
 
 def _algorithms() -> dict:
+    from sb3_contrib import RecurrentPPO
     from stable_baselines3 import A2C, DQN, PPO
 
-    return {"dqn": DQN, "a2c": A2C, "ppo": PPO}
+    return {"dqn": DQN, "a2c": A2C, "ppo": PPO, "recurrent_ppo": RecurrentPPO}
+
+
+RECURRENT = ("recurrent_ppo",)  # sb3-contrib's: an LSTM before the net group's MLP
 
 
 class RunSchedule:
@@ -107,7 +111,8 @@ def sb3_policy(net: DictConfig, obs_space: gym.Space, agent: str) -> tuple[str, 
     ``net=mlp`` (any ``hidden_sizes``, ``activation``) becomes ``MlpPolicy`` with ``net_arch``
     and ``activation_fn`` (for A2C/PPO: policy and value nets of that shape each, as SB3's own
     default); ``net=nature_cnn`` becomes ``CnnPolicy`` with its ``features``. Anything else
-    (a recurrent net) is refused.
+    (a recurrent net) is refused: RecurrentPPO brings its own LSTM (``MlpLstmPolicy``) and
+    the net group shapes the layers after it.
     """
     target = net._target_
     if target == "lab.nets.MLP":
@@ -119,8 +124,9 @@ def sb3_policy(net: DictConfig, obs_space: gym.Space, agent: str) -> tuple[str, 
         return "CnnPolicy", {"features_extractor_kwargs": {"features_dim": int(net.features)}}
     kind = target.rsplit(".", 1)[-1]
     raise ConfigError(
-        f"agent={agent} builds SB3's feed-forward policies and cannot express net={kind.lower()} "
-        f"({target}): use net=mlp, mlp_tanh or nature_cnn"
+        f"agent={agent} builds SB3's policies and cannot express net={kind.lower()} "
+        f"({target}): use net=mlp, mlp_tanh or nature_cnn (for sb3_recurrent_ppo, the layers "
+        "after its own LSTM, sized by agent.policy_kwargs.lstm_hidden_size)"
     )
 
 
@@ -156,6 +162,9 @@ class SB3Agent:
         if algo == "dqn":
             require_discrete(probe.action_space, ctx.name, ctx.env.id)
         policy, net_kwargs = sb3_policy(ctx.net, probe.observation_space, ctx.name)
+        self.recurrent = algo in RECURRENT
+        if self.recurrent:  # MlpLstmPolicy, CnnLstmPolicy: the LSTM's size is a policy_kwarg
+            policy = policy.replace("Policy", "LstmPolicy")
         probe.close()
         clip = reward_clip(ctx.env)
         self.envs = make_vec_env(
@@ -241,12 +250,21 @@ class SB3Agent:
         return metrics
 
     def policy(self) -> Policy:
+        """Greedy; a recurrent policy carries its LSTM state from call to call, starting from
+        zeros (the evaluator plays one episode per env, so no episode restarts mid-way)."""
         model, normalizer = self.model, self.normalizer
+        lstm: list = [None]
 
         def act(obs):
             if normalizer is not None:
                 obs = normalizer(obs)
-            return model.predict(obs, deterministic=True)[0]
+            if not self.recurrent:
+                return model.predict(obs, deterministic=True)[0]
+            starts = np.full(len(obs), lstm[0] is None)
+            actions, lstm[0] = model.predict(
+                obs, state=lstm[0], episode_start=starts, deterministic=True
+            )
+            return actions
 
         return act
 
@@ -277,6 +295,10 @@ class SB3Agent:
             "sb3 resume: weights, optimizer and step counters restored; the replay "
             "buffer and in-flight episodes start empty"
         )
+
+    def nets(self) -> dict[str, torch.nn.Module]:
+        """SB3's policy: actor, critic and (RecurrentPPO) their LSTMs, as ``params`` holds it."""
+        return {"policy": self.model.policy}
 
     def close(self) -> None:
         self.envs.close()
