@@ -219,3 +219,55 @@ def test_a_stopped_sweep_goes_on_with_the_same_command(tmp_path):
     steps = [r["step"] for r in map(json.loads, (tmp_path / "1" / "metrics.jsonl").open())]
     assert steps == sorted(steps) and steps[0] <= 1000  # continued, from the start's rows on
     assert "continuing" in result.stdout + result.stderr
+
+
+def test_the_architecture_preset_composes_with_its_conditional_space():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import get_method
+
+    from lab.search_spaces import net_kinds
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", ["hparams_search=net_cartpole_novel"], return_hydra_config=True)
+    assert (cfg.agent.name, cfg.env.id) == ("a2c", "lab/CartPoleNoVel-v1")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper.direction == "maximize" and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert get_method(sweeper.custom_search_space).__name__ == "net_architecture"
+    assert {"mlp", "lstm"} <= set(net_kinds())
+    shipped = {p.stem for p in (CONF_DIR / "net").glob("*.yaml")}
+    assert {"gru", "transformer"} & shipped <= set(net_kinds())  # each memory net once it ships
+
+
+def test_the_architecture_space_asks_each_kind_for_its_own_sizes_and_they_build():
+    """What the sweeper does per trial: call the hook, turn trial.params into overrides; each
+    trial's overrides compose and build the net on CartPole-without-velocities."""
+    import optuna
+
+    from lab.config import instantiate
+    from lab.search_spaces import NET_SIZES, net_architecture, net_kinds
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {}
+    for _ in range(16):
+        trial = study.ask()
+        net_architecture(None, trial)
+        study.tell(trial, 0.0)
+        names = {name for name in trial.params if name != "net"}
+        seen.setdefault(trial.params["net"], names)
+        assert seen[trial.params["net"]] == names  # one kind, always its keys, no other's
+    assert set(seen) == set(net_kinds())
+    assert seen["mlp"] == {"net.hidden_sizes"} and seen["lstm"] == {
+        "net.hidden_size",
+        "net.encoder_sizes",
+    }
+    if "transformer" in seen:
+        assert {"net.depth", "net.heads", "net.width", "net.context"} <= seen["transformer"]
+    first = {t.params["net"]: t for t in reversed(study.trials)}  # one trial of each kind
+    for kind, trial in first.items():
+        overrides = [f"{name}={value}" for name, value in trial.params.items()]
+        cfg = compose_config("agent=a2c", "env=cartpole_novel", *overrides)
+        torso = instantiate(cfg.net, obs_shape=(2,))  # (x, theta)
+        assert type(torso).__name__.lower() == kind, overrides
+    assert set(NET_SIZES) >= set(net_kinds())
