@@ -23,9 +23,8 @@ from tests.conftest import (
 from tests.test_fid import missing_half_the_classes
 
 # A few steps of any model, with FID on few samples: a smoke run of a few seconds.
-TINY = [
+TINY_BUDGET = [
     "model.total_steps=20",
-    "model.width=16",
     "eval.interval=10",
     "log_interval=5",
     "checkpoint.interval=10",
@@ -33,11 +32,15 @@ TINY = [
     "fid.kid_subset_size=100",
     "fid.kid_subsets=5",
 ]
+TINY = [*TINY_BUDGET, "model.width=16"]  # a small net for every model with convolutions
+# An RBM has no width: a small DBN instead, with short sampling chains.
+SMALL_NET = {"rbm": ["model.layers=[32,16]", "model.sample_steps=50"]}
 
 
-@pytest.mark.parametrize("model", ["dcgan", "wgan_gp", "vae", "autoencoder"])
+@pytest.mark.parametrize("model", ["dcgan", "wgan_gp", "stylegan", "vae", "autoencoder", "rbm"])
 def test_each_model_trains_and_writes_a_summary(tmp_path, model):
-    result = lab(tmp_path, f"model={model}", *TINY)
+    small = SMALL_NET.get(model, ["model.width=16"])
+    result = lab(tmp_path, f"model={model}", *TINY_BUDGET, *small)
     assert result.returncode == 0, result.stderr
     summary = read_summary(tmp_path)
     assert (summary["status"], summary["family"], summary["algo"]) == (
@@ -54,6 +57,9 @@ def test_each_model_trains_and_writes_a_summary(tmp_path, model):
     if model in ("vae", "autoencoder"):
         assert {"reconstructions_000000020.png", "interpolations_000000020.png"} <= media
         assert "eval/recon" in summary["metrics"]
+    if model == "rbm":
+        assert {"chains_000000020.png", "filters_000000020.png"} <= media
+        assert "eval/pseudo_log_likelihood" in summary["metrics"]
     rows = read_metrics(tmp_path)
     train_rows = [r for r in rows if "perf/images_per_s" in r]
     assert train_rows and all(r["perf/images_per_s"] > 0 for r in train_rows)

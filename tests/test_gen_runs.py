@@ -84,6 +84,19 @@ def test_resume_restores_weights_optimizer_and_rng(tmp_path, model, one_thread):
     assert logged_rows(resumed) == logged_rows(straight)
 
 
+def assert_resumes_exactly(tmp_path: Path, *overrides: str) -> dict:
+    """A run stopped at step 20 and resumed to 40 ends as a straight 40-step run does (the
+    task's whole state, the logged rows); the straight run's last checkpoint, for more checks."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run_in_process(straight, *overrides, "model.total_steps=40")
+    _run_in_process(resumed, *overrides, "model.total_steps=20")
+    _run_in_process(resumed, *overrides, "model.total_steps=40", f"resume={resumed}")
+    a, b = _checkpoint(straight), _checkpoint(resumed)
+    _assert_same(a["task"], b["task"], "task")
+    assert logged_rows(resumed) == logged_rows(straight)
+    return a
+
+
 # lr 5e-3 makes FID fall then rise within 40 steps (127 at step 30, 137 at step 40 on one
 # thread), so best.pt and last.pt hold different weights.
 UNEVEN = [*TINY, "model.total_steps=40", "model.lr=5e-3", "threads=1"]

@@ -30,11 +30,11 @@ from lab.gen.stylegan_nets import StyleDiscriminator, StyleGenerator, resolution
 from lab.gen.task import build_model
 from tests.conftest import assert_one_line_error, compose_config, lab, read_summary
 from tests.test_fid import missing_half_the_classes
-from tests.test_gen import TINY, _task, _write_idx, logged_rows
+from tests.test_gen import TINY, _task, _write_idx
 from tests.test_gen_runs import (
-    _assert_same,
     _checkpoint,
     _run_in_process,
+    assert_resumes_exactly,
     one_thread,  # noqa: F401 (a fixture: threads back after the runs)
 )
 
@@ -330,14 +330,7 @@ TINY_STYLEGAN = ["model=stylegan", *TINY, "model.width=8", "model.batch_size=32"
 def test_a_tiny_run_resumes_exactly(tmp_path):
     """Stopped at step 20 and resumed, a run ends as an uninterrupted one does: nets, EMA,
     optimizers, the mean w and the lazy-R1 step count (R1 steps at 0, 16 and 32)."""
-    overrides = [*TINY_STYLEGAN, "threads=1"]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _run_in_process(straight, *overrides, "model.total_steps=40")
-    _run_in_process(resumed, *overrides, "model.total_steps=20")
-    _run_in_process(resumed, *overrides, "model.total_steps=40", f"resume={resumed}")
-    a, b = _checkpoint(straight), _checkpoint(resumed)
-    _assert_same(a["task"], b["task"], "task")
-    assert logged_rows(resumed) == logged_rows(straight)
+    a = assert_resumes_exactly(tmp_path, *TINY_STYLEGAN, "threads=1")
     assert a["task"]["model"]["updates"] == 40
     assert {"generator", "generator_ema", "discriminator"} == a["task"]["model"]["nets"].keys()
 

@@ -1,5 +1,6 @@
 """A generative model on an image data set, as the runner sees it: train, score, save, load."""
 
+import inspect
 from pathlib import Path
 
 import hydra
@@ -26,6 +27,8 @@ def build_model(
     # By hand rather than instantiate, which would turn `compute` into a config node.
     model_cls = hydra.utils.get_class(model_cfg._target_)
     hyperparameters = {k: v for k, v in model_cfg.items() if k not in RUN_KEYS}
+    if "total_steps" in inspect.signature(model_cls).parameters:  # a schedule over the run
+        hyperparameters["total_steps"] = model_cfg.total_steps
     check_keywords(model_cls, "model", hyperparameters, supplied=("shape", "compute"))
     return model_cls(shape=shape, compute=compute, **hyperparameters)
 
@@ -122,11 +125,11 @@ class GenTask:
         self.batches.load_state_dict(state["batches"])
         self.step, self.images = state["step"], state["images"]
 
-    def close(self) -> None:
-        """Nothing to release: the data and the nets are plain tensors."""
-
     def nets(self) -> dict[str, torch.nn.Module]:
         return self.model.nets
+
+    def close(self) -> None:
+        """Nothing to release: the data and the nets are plain tensors."""
 
 
 class _CountingBatches:
