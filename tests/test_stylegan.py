@@ -14,7 +14,6 @@ from lab import sample
 from lab.compute import Compute
 from lab.config import instantiate
 from lab.errors import ConfigError
-from lab.gen import data as datasets
 from lab.gen import stylegan
 from lab.gen.data import to_float, to_uint8
 from lab.gen.losses import r1_penalty
@@ -29,8 +28,7 @@ from lab.gen.stylegan_layers import (
 from lab.gen.stylegan_nets import StyleDiscriminator, StyleGenerator, resolutions
 from lab.gen.task import build_model
 from tests.conftest import assert_one_line_error, compose_config, lab, read_summary
-from tests.test_fid import missing_half_the_classes
-from tests.test_gen import TINY, _task, _write_idx
+from tests.test_gen import TINY, _write_idx, assert_beats_half_the_classes
 from tests.test_gen_runs import (
     _checkpoint,
     _run_in_process,
@@ -407,13 +405,4 @@ def test_fid_separates_a_trained_stylegan_from_bad_samples(tmp_path):
     """1,200 steps of the default settings (80 s on one thread) take StyleGAN to 20.4, 5.2x the
     floor of 3.9 (500 samples): half the FID of real digits of classes 0 to 4 only (39.8), from
     3,753 untrained (800 steps: 39.6)."""
-    task = _task("model=stylegan", "fid.samples=500", "seed=0")
-    floor = task.scorer.floor["eval/fid_floor"]
-    half = missing_half_the_classes(datasets.digits(), 500)
-    half_fid = task.scorer.score(lambda i, n: half[i : i + n])["eval/fid"]
-    untrained = task.evaluate(tmp_path)[0]["eval/fid"]
-    task.train_step(1200)
-    trained = task.evaluate(tmp_path)[0]["eval/fid"]
-    assert trained < untrained / 20, (trained, untrained)
-    assert trained < 0.75 * half_fid, (trained, half_fid)
-    assert trained < 8 * floor, (trained, floor)
+    assert_beats_half_the_classes(tmp_path, 1200, "model=stylegan")
