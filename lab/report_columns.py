@@ -139,6 +139,11 @@ def _final(metric: str) -> Callable[[Group], float | None]:
     return _per_run(lambda r: r.final(metric))
 
 
+def _count_cell(key: str) -> Callable[[dict], str]:
+    """A whole number with thousands separators (1,234,567), or a dash."""
+    return lambda row: "—" if row[key] is None else f"{row[key]:,.0f}"
+
+
 GENERATIVE_COLUMNS = [
     *STATUS_COLUMNS,
     Column("fid_median", "FID", _final("eval/fid"), digits=3),
@@ -156,8 +161,12 @@ GENERATIVE_COLUMNS = [
         "params",
         "params",
         _per_run(lambda r: r.summary.get("params")),
-        digits=3,
-        cell=lambda row: "—" if row["params"] is None else f"{int(row['params']):,}",
+        cell=_count_cell("params"),
     ),
-    Column("images_per_s_median", "images/s", _per_run(images_per_s), digits=3),
+    Column(
+        "images_per_s_median",
+        "images/s",
+        _per_run(images_per_s),
+        cell=_count_cell("images_per_s_median"),
+    ),
 ]

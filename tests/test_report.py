@@ -455,7 +455,7 @@ def test_a_generative_sweep_shows_fid_beside_its_floor_and_the_cost(tmp_path):
         "| model=dcgan | eval/fid | 3 | 0/3 | 0 | 0 | 5 | 2 | 3 | 0.5 | 61 | 1,234,567 | 200 |"
         in table
     )
-    assert "| model=rbm | eval/fid | 1 | 0/1 | 0 | 0 | 30 | 2 | 15 | 3 | 60 | — | 5000 |" in table
+    assert "| model=rbm | eval/fid | 1 | 0/1 | 0 | 0 | 30 | 2 | 15 | 3 | 60 | — | 5,000 |" in table
     with (tmp_path / "report.csv").open() as f:
         rows = {row["group"]: row for row in csv.DictReader(f)}
     assert rows["model=dcgan"]["fid_over_floor_median"] == "3.0"
