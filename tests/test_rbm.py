@@ -148,6 +148,13 @@ def test_a_dbn_trains_its_layers_in_turn_on_the_states_below():
     assert images.shape == (3, 1, 4, 4) and images.min() >= -1 and images.max() <= 1
 
 
+def test_the_rate_anneals_to_zero_over_each_layers_share():
+    model = _rbm(layers=[8, 5], total_steps=10, lr=0.1)  # 5 updates per RBM
+    rates = [model.learning_rate(update) for update in range(10)]
+    assert rates == pytest.approx([0.1, 0.08, 0.06, 0.04, 0.02] * 2)
+    assert _rbm(anneal=False, lr=0.1).learning_rate(9) == 0.1
+
+
 def test_generate_is_a_function_of_the_code():
     model = _rbm(sample_steps=20)
     z = model.latent(5, torch.Generator().manual_seed(1))
