@@ -65,6 +65,7 @@ LEARN_SOON = {
         "agent.hyperparams.gradient_steps=1",
     ],
     "sb3_ppo": ["agent.hyperparams.n_steps=4", "agent.hyperparams.batch_size=16"],
+    "sb3_recurrent_ppo": ["agent.hyperparams.n_steps=4", "agent.hyperparams.batch_size=16"],
 }
 
 

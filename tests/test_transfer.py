@@ -18,7 +18,9 @@ CPU = Compute(torch.device("cpu"))
 # DQN on CartPole, short: a policy that balances for a few hundred steps, not a solved one.
 SOURCE = [
     "agent=dqn",
+    "tuned=none",  # pinned here, whatever conf/tuned/dqn_cartpole.yaml becomes
     "agent.gamma=0.98",
+    "agent.lr_anneal=true",
     "agent.total_steps=8000",
     "eval.interval=2000",
     "eval.episodes=5",
