@@ -308,6 +308,7 @@ class Loop:
                 if curves is not None:
                     log.info("learning curves: %s", curves)
             self.logger.close(exit_code=0 if status in ("completed", "solved") else 1)
+            replaced = self.window.counters.get("counter/actors_replaced")
             self.summary = Summary(
                 status=status,
                 family=task.family,
@@ -328,6 +329,7 @@ class Loop:
                 settings=self.facts.settings,
                 params=sum(self.facts.params_by_net.values()),
                 params_by_net=self.facts.params_by_net,
+                actors_replaced=replaced if replaced is None else int(replaced),
                 init_from=state.init_from,
                 error=error,
                 exit_code=exit_code,

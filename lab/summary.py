@@ -29,13 +29,21 @@ class Summary:
     params: int | None = None
     params_by_net: dict[str, int] | None = None
     init_from: dict | None = None  # a warm start: its checkpoint, source and tensor counts
+    actors_replaced: int | None = None  # a3c/impala: lost workers or actors replaced in the run
     error: str | None = None
     exit_code: int = field(default=0, repr=False)  # for the process, not the file
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         del data["exit_code"]
-        for optional in ("settings", "params", "params_by_net", "init_from", "error"):
+        for optional in (
+            "settings",
+            "params",
+            "params_by_net",
+            "init_from",
+            "actors_replaced",
+            "error",
+        ):
             if data[optional] is None:
                 del data[optional]
         return data

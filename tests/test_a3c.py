@@ -180,6 +180,7 @@ def test_a3c_worker_killed_is_replaced_and_the_run_completes(tmp_path):
     assert "a3c worker 0 was killed by SIGKILL: replaced (1 so far)" in log_text
     rows = [r for r in read_metrics(run) if "train/actors_replaced" in r]
     assert rows[-1]["train/actors_replaced"] == 1
+    assert summary["actors_replaced"] == 1  # the issue asks summary.json to say so
     assert len(everyone) == 3  # the two, then the replacement
     assert not [pid for pid in everyone if alive(pid)]
 
