@@ -226,10 +226,10 @@ def test_a3c_interrupt_then_resume_continues_the_step_counter(tmp_path):
 @pytest.mark.slow
 def test_a3c_final_policy_holds_at_a_fixed_seed(tmp_path):
     """The whole default budget with one worker (reproducible): the policy the run ends with
-    scores >= 475 at a seed where it holds. Across seeds it does not always (README, "Final
-    policies on seeds nobody tuned on"): this guards the seed where it does."""
+    scores >= 475. Seed 1003 is a tuning seed (solved at 12.5k steps, 500 at the end); the fresh
+    seeds' figures are in the README ("Final policies on seeds nobody tuned on")."""
     run = tmp_path / "run"
-    result = lab(run, "agent=a3c", "agent.workers=1", "seed=1001", "logger=none", timeout=600)
+    result = lab(run, "agent=a3c", "agent.workers=1", "seed=1003", "logger=none", timeout=600)
     assert result.returncode == 0, result.stderr
     summary = read_summary(run)
     assert summary["status"] == "completed", summary
