@@ -1,6 +1,7 @@
 """The worker pool under A3C and IMPALA (lab/rl/workers.py), with toy workers: credits,
 lost workers replaced, workers that keep dying, shutdown."""
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lab.errors import ConfigError
-from lab.rl import workers
+from lab.rl import restarts, workers
 from lab.rl.workers import (
     RestartLimit,
     WorkerFailed,
@@ -31,6 +32,8 @@ def take_and_report(link: WorkerLink, failing: int | None = None, hold: int | No
     of it too; worker ``hold`` takes credits and never reports them (its replacement does)."""
     if link.wid == failing:
         raise ValueError("broken on purpose")
+    while hold not in (None, link.wid) and link._in_flight[hold] == 0 and link.running():
+        time.sleep(0.001)  # until worker ``hold`` sits on some: else this one might take all
     while link.running():
         chunks, taken = link.take(3, UNIT)
         if chunks == 0:
@@ -44,6 +47,20 @@ def take_and_report(link: WorkerLink, failing: int | None = None, hold: int | No
 def raise_once(link: WorkerLink) -> None:
     """Worker 1 raises the first time; its replacement works."""
     take_and_report(link, failing=1 if link.incarnation == 0 else None)
+
+
+def die_inside_take(link: WorkerLink, inside) -> None:
+    """Worker 0's first incarnation is killed inside ``take`` after it took credits and before
+    it booked them: the lock stays held and the credits vanish with it."""
+    if link.wid == 0 and link.incarnation == 0:
+        while link._credits.value <= 0:  # until the grant
+            time.sleep(0.001)
+        link._lock.acquire()
+        link._credits.value -= 3 * UNIT
+        inside.set()
+        os.kill(os.getpid(), signal.SIGKILL)
+    inside.wait(timeout=10)  # else worker 1 might use the whole grant first
+    take_and_report(link)
 
 
 def never_stop(link: WorkerLink) -> None:
@@ -138,10 +155,23 @@ def test_a_killed_worker_is_replaced_and_its_credits_in_flight_go_to_the_others(
         pool.close()
 
 
+def test_a_worker_killed_holding_the_credits_lock_is_replaced_and_its_credits_redone():
+    pool = _pool(multiprocessing.get_context("fork").Event(), target=die_inside_take)
+    try:
+        started = time.monotonic()
+        used = sum(chunk for chunk, _ in _use(pool, 400))
+        assert 400 <= used < 400 + UNIT  # the 12 credits it took unbooked were given back
+        assert time.monotonic() - started < 2 * workers.LOCK_SECONDS + 1.0
+        assert pool.deaths.replaced == 1
+        assert sum(chunk for chunk, _ in _use(pool, 100)) >= 100  # and the pool goes on
+    finally:
+        pool.close()
+
+
 def test_restart_limit_counts_deaths_within_its_window(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(workers.time, "monotonic", lambda: clock[0])
-    deaths = workers.Deaths("toy", RestartLimit(deaths=1, seconds=10))
+    monkeypatch.setattr(restarts.time, "monotonic", lambda: clock[0])
+    deaths = restarts.Deaths("toy", RestartLimit(deaths=1, seconds=10))
     deaths.record("worker 0", "was killed by SIGKILL")
     clock[0] = 11.0  # the first has left the window
     deaths.record("worker 0", "was killed by SIGKILL")
@@ -150,7 +180,7 @@ def test_restart_limit_counts_deaths_within_its_window(monkeypatch):
     with pytest.raises(WorkerFailed, match=r"^toy workers keep dying \(2 within 10 s"):
         deaths.record("worker 1", "exited with code 3")
     with pytest.raises(ConfigError, match=r"agent.max_restarts=-1"):
-        workers.restart_limit(-1, 60)
+        restarts.restart_limit(-1, 60)
 
 
 def test_workers_ignore_sigint_and_sigterm():

@@ -31,8 +31,9 @@ from lab.rl.actor_critic import (
 )
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, episode_lists
 from lab.rl.env import make_env, make_vec_env
+from lab.rl.restarts import restart_limit
 from lab.rl.returns import annealed_lr
-from lab.rl.workers import WorkerLink, WorkerPool, restart_limit
+from lab.rl.workers import WorkerLink, WorkerPool
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")

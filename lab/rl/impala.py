@@ -32,8 +32,8 @@ from lab.rl.actor_critic import (
 from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_env
 from lab.rl.impala_actors import ActorBackend, ActorSpec, ProcessActors, Trajectory
+from lab.rl.restarts import restart_limit
 from lab.rl.returns import annealed_lr, vtrace
-from lab.rl.workers import restart_limit
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")

@@ -21,7 +21,8 @@ from lab.compute import seed_everything
 from lab.rl.actor_critic import ActorCritic, RolloutCollector, build_actor_critic, policy_terms
 from lab.rl.agent import EpisodeLists, episode_lists
 from lab.rl.env import make_vec_env
-from lab.rl.workers import RestartLimit, WorkerLink, WorkerPool, choose_start_method
+from lab.rl.restarts import RestartLimit
+from lab.rl.workers import WorkerLink, WorkerPool, choose_start_method
 from lab.stop import StopCheck, never
 
 

@@ -22,7 +22,8 @@ from lab.compute import available_cores
 from lab.errors import ConfigError
 from lab.rl.actor_critic import ActorCritic
 from lab.rl.impala_actors import Actor, ActorSpec, Trajectory
-from lab.rl.workers import POLL_SECONDS, Deaths, RestartLimit, WorkerFailed
+from lab.rl.restarts import Deaths, RestartLimit, WorkerFailed
+from lab.rl.workers import POLL_SECONDS
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")

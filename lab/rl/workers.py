@@ -17,69 +17,22 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.multiprocessing as mp
 
-from lab.errors import ConfigError, RunFailed
+from lab.errors import ConfigError
+from lab.rl.restarts import Deaths, RestartLimit, WorkerFailed
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")
 POLL_SECONDS = 0.2  # how often the main process looks at its workers while it waits
 IDLE_SECONDS = 0.1  # how long an idle worker sleeps before it looks at `stop` and the main process
 CLOSE_SECONDS = 2.0  # how long close() waits for the workers before it kills them
-LOCK_SECONDS = 10.0  # a credits lock held this long was held by a worker that died inside it
+LOCK_SECONDS = 2.0  # workers hold the credits lock for microseconds: held this long while a
+# worker lies dead, the dead one held it (see WorkerPool._credits_lock)
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the main process's: workers ignore them
-
-
-class WorkerFailed(RunFailed):
-    """Workers keep dying (``RestartLimit``), or one died where the pool cannot recover."""
-
-
-@dataclass(frozen=True)
-class RestartLimit:
-    """More than ``deaths`` workers lost within ``seconds`` fails the run instead of
-    replacing them: a worker that dies over and over (a broken env) is a bug, not bad luck."""
-
-    deaths: int = 5
-    seconds: float = 60.0
-
-
-def restart_limit(max_restarts: int, restart_window_s: float) -> RestartLimit:
-    """The agent keys ``max_restarts`` and ``restart_window_s``, checked."""
-    if max_restarts < 0 or restart_window_s <= 0:
-        raise ConfigError(
-            f"agent.max_restarts={max_restarts}, agent.restart_window_s={restart_window_s}: "
-            "need max_restarts >= 0 (0: the first lost worker fails the run) and a window > 0"
-        )
-    return RestartLimit(max_restarts, restart_window_s)
-
-
-class Deaths:
-    """Counts lost workers against a ``RestartLimit``; the pool and the Ray actors share it."""
-
-    def __init__(self, name: str, limit: RestartLimit):
-        self.name, self.limit = name, limit
-        self.replaced = 0  # over the whole run (a resume restores it)
-        self._times: collections.deque[float] = collections.deque()
-
-    def record(self, what: str, cause: str) -> None:
-        """One more death of ``what`` (e.g. "worker 1") from ``cause``: logged, or raises
-        ``WorkerFailed`` in one line when the limit is passed."""
-        now = time.monotonic()
-        self._times.append(now)
-        while self._times[0] < now - self.limit.seconds:
-            self._times.popleft()
-        if len(self._times) > self.limit.deaths:
-            raise WorkerFailed(
-                f"{self.name} workers keep dying ({len(self._times)} within "
-                f"{self.limit.seconds:g} s, more than agent.max_restarts={self.limit.deaths}); "
-                f"the last, {what}, {cause}"
-            )
-        self.replaced += 1
-        log.warning("%s %s %s: replaced (%d so far)", self.name, what, cause, self.replaced)
 
 
 def choose_start_method(requested: str | None) -> str:
@@ -106,9 +59,9 @@ def choose_start_method(requested: str | None) -> str:
 class WorkerLink:
     """A worker's end of the pool: credits to take, a wake-up to sleep on, reports to send."""
 
-    def __init__(self, wid: int, incarnation: int, credits, taken, in_flight, wake, reports, stop):
+    def __init__(self, wid, incarnation, lock, credits, taken, in_flight, wake, reports, stop):
         self.wid, self.incarnation = wid, incarnation  # incarnation: replacements so far
-        self._credits, self._taken, self._in_flight = credits, taken, in_flight
+        self._lock, self._credits, self._taken, self._in_flight = lock, credits, taken, in_flight
         self._wake, self._reports, self._stop = wake, reports, stop
 
     def seed(self, base: int) -> int:
@@ -126,7 +79,7 @@ class WorkerLink:
         Returns the chunks taken (0: none left) and the credits taken by all workers so far,
         the clock that schedules such as a learning rate's annealing run on.
         """
-        with self._credits.get_lock():  # one lock for all, so one worker's schedule reproduces
+        with self._lock:  # one lock for all, so one worker's schedule reproduces
             left = self._credits.value
             chunks = min(most, -(-left // unit)) if left > 0 else 0
             self._credits.value -= chunks * unit
@@ -177,22 +130,26 @@ class WorkerPool:
         workers: int,
         start_method: str | None = None,
         name: str = "lab",
-        restarts: RestartLimit = RestartLimit(),
+        restarts: RestartLimit | None = None,
     ):
         self.name, self._target, self._args = name, target, args
         self.start_method = choose_start_method(start_method)
         self._ctx = ctx = mp.get_context(self.start_method)
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload([target.__module__])  # imported once, not once per worker
-        self._credits = ctx.Value("q", 0)  # what the workers may still take
-        self._taken = ctx.Value("q", 0)  # what they took so far: see WorkerLink.take
+        # The credits' books, all under one lock: a plain Lock (a semaphore), not the RLock a
+        # synchronized Value carries, so the main process can release it for a worker that
+        # died holding it.
+        self._lock = ctx.Lock()
+        self._credits = ctx.RawValue("q", 0)  # what the workers may still take
+        self._taken = ctx.RawValue("q", 0)  # what they took so far: see WorkerLink.take
         self._in_flight = ctx.Array("q", workers, lock=False)  # taken, not reported, by worker
         # Wakes idle workers. A semaphore, because a Condition's (or Event's) notify waits
         # for every sleeper to wake, and hangs for good if one of them was killed.
         self._wake = ctx.Semaphore(0)
         self._reports = ctx.Queue()
         self._stop = ctx.Event()
-        self.deaths = Deaths(name, restarts)
+        self.deaths = Deaths(name, restarts or RestartLimit())
         self._incarnations = [0] * workers
         self._errors: dict[int, str] = {}  # what a worker that raised said, until it exits
         self._received: collections.deque = collections.deque()
@@ -203,6 +160,7 @@ class WorkerPool:
         link = WorkerLink(
             wid,
             self._incarnations[wid],
+            self._lock,
             self._credits,
             self._taken,
             self._in_flight,
@@ -266,11 +224,16 @@ class WorkerPool:
 
     @contextlib.contextmanager
     def _credits_lock(self) -> Iterator[None]:
-        """The lock the workers take credits under, with a deadline: a worker killed while
-        it held the lock would otherwise block the main process for good."""
-        lock = self._credits.get_lock()
-        if not lock.acquire(timeout=LOCK_SECONDS):
-            raise WorkerFailed(f"{self.name}: a worker died holding the credits lock")
+        """The lock the workers take credits under. A worker killed inside ``WorkerLink.take``
+        leaves it held and the shared counts half-updated: the pool releases it in the dead
+        worker's place, and ``_replace_dead`` recounts the credits from what it knows."""
+        lock = self._lock
+        deadline = time.monotonic() + 5 * LOCK_SECONDS
+        while not lock.acquire(timeout=LOCK_SECONDS):
+            if any(process.exitcode is not None for process in self.processes):
+                lock.release()  # for the dead worker: a live one would have let go long ago
+            elif time.monotonic() > deadline:  # no worker died: one is stuck inside the lock
+                raise WorkerFailed(f"{self.name}: a worker holds the credits lock and is stuck")
         try:
             yield
         finally:
@@ -316,14 +279,24 @@ class WorkerPool:
                 cause = f"exited with code {code}"
             self.deaths.record(f"worker {wid}", cause)
             with self._credits_lock():
-                lost, self._in_flight[wid] = self._in_flight[wid], 0
-                if self._revoked:
-                    self._outstanding -= lost
-                else:
-                    self._credits.value += lost
+                self._in_flight[wid] = 0  # its unreported work: redone by the others
+                self._recount_credits()
             self._incarnations[wid] += 1
             self.processes[wid] = self._start(wid)
             self._wake.release()
+
+    def _recount_credits(self) -> None:
+        """Credits and the awaited total from the invariant ``outstanding = left to take +
+        taken and not reported``, after a worker's death took work away (under the lock).
+
+        A worker that died inside ``take`` may have taken credits without booking them as in
+        flight: counting from the invariant, not from the dead worker's books, gives them back.
+        """
+        unreported = sum(self._in_flight) + sum(credits for _, credits in self._received)
+        if self._revoked:  # after a stop nothing new starts: await only what is in flight
+            self._outstanding = unreported
+        else:
+            self._credits.value = self._outstanding - unreported  # < 0: a chunk overshot
 
     def close(self) -> None:
         """Stop every worker: ask, wait up to ``CLOSE_SECONDS``, then kill what is left.
