@@ -17,20 +17,20 @@ from typing import NamedTuple
 import torch
 from omegaconf import DictConfig
 
-from lab.compute import available_cores, seed_everything
+from lab.compute import available_cores
 from lab.config import instantiate
 from lab.errors import ConfigError
 from lab.rl.actor_critic import (
     ActorCritic,
     LossSettings,
-    RolloutCollector,
     actor_critic_loss,
     build_actor_critic,
     check_actor_critic,
     greedy_policy,
 )
+from lab.rl.actor_spec import ActorSpec, build_actor
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, episode_lists
-from lab.rl.env import make_env, make_vec_env
+from lab.rl.env import make_env
 from lab.rl.restarts import restart_limit
 from lab.rl.returns import annealed_lr
 from lab.rl.workers import WorkerLink, WorkerPool
@@ -40,16 +40,9 @@ log = logging.getLogger("lab")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ActorLearnerSpec:
-    """What an actor-learner process builds its side from (picklable, for spawn)."""
+class ActorLearnerSpec(ActorSpec):
+    """An actor's spec, and what its process needs to learn too (``unroll`` is ``t_max``)."""
 
-    env: DictConfig
-    net: DictConfig
-    name: str  # the agent's config name, for error messages
-    seed: int
-    envs: int  # envs stepped together: one forward pass serves them all
-    shared_torso: bool | None
-    t_max: int  # vector steps per update
     loss: LossSettings
     max_grad_norm: float
     lr: float
@@ -117,7 +110,7 @@ class A3C:
             seed=ctx.seed,
             envs=envs_per_worker,
             shared_torso=shared_torso,
-            t_max=t_max,
+            unroll=t_max,
             loss=LossSettings(gamma, gae_lambda, value_coef, entropy_coef),
             max_grad_norm=max_grad_norm,
             lr=lr,
@@ -228,22 +221,11 @@ def actor_learner(
     """One actor-learner of the paper's Algorithm S3, as a process: until the pool closes,
     sync θ' ← θ, act for up to ``t_max`` steps, and apply dθ to θ through the shared optimizer.
     """
-    seed = link.seed(spec.seed)
-    seed_everything(seed)
-    envs = make_vec_env(spec.env, spec.envs, train=True)
-    local = build_actor_critic(
-        spec.net,
-        envs.single_observation_space,
-        envs.single_action_space,
-        spec.name,
-        spec.env.id,
-        spec.shared_torso,
-    )
-    collector = RolloutCollector(envs, seed, torch.device("cpu"))
+    envs, local, collector = build_actor(spec, link.seed(spec.seed))
     shared_params, local_params = list(shared.parameters()), list(local.parameters())
     clipped = local.clipped_parameters()
     while link.running():
-        steps, global_step = link.take(spec.t_max, spec.envs)  # vector steps of credit
+        steps, global_step = link.take(spec.unroll, spec.envs)  # vector steps of credit
         if steps == 0:  # idle: the main process evaluates, checkpoints, or the run is over
             link.sleep()
             continue

@@ -213,11 +213,35 @@ def actor_critic_loss(
     else:
         advantages = gae(rewards, values, next_values, r.cuts, gamma, gae_lambda)
         returns = advantages + values
-    mask = r.valid.float()
+    terms = PolicyTerms(log_probs, entropies, values_graph, r.valid)
+    return policy_value_loss(terms, advantages, returns, value_coef, entropy_coef)
+
+
+class PolicyTerms(NamedTuple):
+    """What the net said about a (T, N) rollout: log π(a|s) and entropies of its policy, V with
+    its graph, and which rows are real steps (``valid``)."""
+
+    log_probs: torch.Tensor
+    entropies: torch.Tensor
+    values: torch.Tensor
+    valid: torch.Tensor
+
+
+def policy_value_loss(
+    terms: PolicyTerms,
+    advantages: torch.Tensor,
+    targets: torch.Tensor,
+    value_coef: float,
+    entropy_coef: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """−log π · advantage, plus ``value_coef`` · ½(target − V)², minus ``entropy_coef`` ·
+    entropy, each a mean over the valid rows: the loss of A2C, A3C and IMPALA alike, which
+    differ only in the advantages and targets they pass."""
+    mask = terms.valid.float()
     count = mask.sum().clamp(min=1.0)
-    policy_loss = -(log_probs * advantages * mask).sum() / count
-    value_loss = 0.5 * ((returns - values_graph) ** 2 * mask).sum() / count
-    entropy = (entropies * mask).sum() / count
+    policy_loss = -(terms.log_probs * advantages * mask).sum() / count
+    value_loss = 0.5 * ((targets - terms.values) ** 2 * mask).sum() / count
+    entropy = (terms.entropies * mask).sum() / count
     loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     metrics = {
         "train/policy_loss": policy_loss.detach(),

@@ -24,14 +24,17 @@ from lab.errors import ConfigError
 from lab.rl.a3c import default_envs_per_worker
 from lab.rl.actor_critic import (
     ActorCritic,
+    PolicyTerms,
     build_actor_critic,
     check_actor_critic,
     greedy_policy,
     policy_terms,
+    policy_value_loss,
 )
+from lab.rl.actor_spec import ActorSpec
 from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_env
-from lab.rl.impala_actors import ActorBackend, ActorSpec, ProcessActors, Trajectory
+from lab.rl.impala_actors import ActorBackend, ProcessActors, Trajectory
 from lab.rl.restarts import restart_limit
 from lab.rl.returns import annealed_lr, vtrace
 from lab.stop import StopCheck, never
@@ -112,18 +115,11 @@ def vtrace_loss(
             rho_bar,
             c_bar,
         )
+    terms = PolicyTerms(log_probs, entropies, values_graph, b.valid)
+    loss, metrics = policy_value_loss(terms, advantages, targets, value_coef, entropy_coef)
     mask = b.valid.float()
-    count = mask.sum().clamp(min=1.0)
-    policy_loss = -(log_probs * advantages * mask).sum() / count
-    value_loss = 0.5 * ((targets - values_graph) ** 2 * mask).sum() / count
-    entropy = (entropies * mask).sum() / count
-    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
-    metrics = {
-        "train/policy_loss": policy_loss.detach(),
-        "train/value_loss": value_loss.detach(),
-        "train/entropy": entropy.detach(),
-        "train/rho_mean": (log_rhos.exp().clamp(max=rho_bar) * mask).sum() / count,
-    }
+    rhos = log_rhos.exp().clamp(max=rho_bar)
+    metrics["train/rho_mean"] = (rhos * mask).sum() / mask.sum().clamp(min=1.0)
     return loss, metrics
 
 

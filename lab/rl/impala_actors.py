@@ -9,39 +9,18 @@ workers are paced (lab/rl/workers.py), replaces the ones that die and stops them
 
 import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 import torch.multiprocessing as mp
-from omegaconf import DictConfig
 
-from lab.compute import seed_everything
-from lab.rl.actor_critic import ActorCritic, RolloutCollector, build_actor_critic, policy_terms
+from lab.rl.actor_critic import ActorCritic, policy_terms
+from lab.rl.actor_spec import ActorSpec, build_actor
 from lab.rl.agent import EpisodeLists, episode_lists
-from lab.rl.env import make_vec_env
 from lab.rl.restarts import RestartLimit
 from lab.rl.workers import WorkerLink, WorkerPool, choose_start_method
 from lab.stop import StopCheck, never
-
-
-@dataclass(frozen=True, kw_only=True)
-class ActorSpec:
-    """What an actor builds its side from (picklable: it travels to processes and Ray)."""
-
-    env: DictConfig
-    net: DictConfig
-    name: str  # the agent's config name, for error messages
-    seed: int
-    envs: int  # envs stepped together: one forward pass serves them all
-    shared_torso: bool | None
-    unroll: int  # vector steps per trajectory
-
-    @property
-    def credits(self) -> int:
-        """Env steps of credit one trajectory uses."""
-        return self.unroll * self.envs
 
 
 class Trajectory(NamedTuple):
@@ -68,18 +47,8 @@ class Actor:
     """Vector envs, a CPU copy of the net, and the weights' version it holds."""
 
     def __init__(self, spec: ActorSpec, seed: int):
-        seed_everything(seed)
         self.unroll_steps = spec.unroll
-        self.envs = make_vec_env(spec.env, spec.envs, train=True)
-        self.model = build_actor_critic(
-            spec.net,
-            self.envs.single_observation_space,
-            self.envs.single_action_space,
-            spec.name,
-            spec.env.id,
-            spec.shared_torso,
-        )
-        self.collector = RolloutCollector(self.envs, seed, torch.device("cpu"))
+        self.envs, self.model, self.collector = build_actor(spec, seed)
         self.version = -1  # no weights yet
 
     def load(self, weights: dict[str, torch.Tensor], version: int) -> None:

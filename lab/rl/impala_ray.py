@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from lab.compute import available_cores
 from lab.errors import ConfigError
 from lab.rl.actor_critic import ActorCritic
-from lab.rl.impala_actors import Actor, ActorSpec, Trajectory
+from lab.rl.actor_spec import ActorSpec
+from lab.rl.impala_actors import Actor, Trajectory
 from lab.rl.restarts import Deaths, RestartLimit, WorkerFailed
 from lab.rl.workers import POLL_SECONDS
 from lab.stop import StopCheck, never
