@@ -121,6 +121,30 @@ def test_impala_actor_killed_is_replaced_and_the_run_completes(tmp_path):
     assert not _session(proc.pid)
 
 
+def test_impala_ctrl_c_leaves_no_process_and_a_resume_continues_the_step_counter(tmp_path):
+    run = tmp_path / "run"
+    proc = lab_background(run, *SHORT, "agent.total_steps=1000000", "tuned=none")
+    wait_for_rows(run, 2, proc)
+    while not any("eval/return_mean" in row for row in read_metrics(run)):  # one evaluation in
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # as Ctrl-C does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    interrupted = read_summary(run)
+    assert interrupted["status"] == "interrupted"
+    time.sleep(0.5)
+    assert not _session(proc.pid)  # no actor, no resource tracker left
+    stopped_at = interrupted["steps"]
+    result = lab(run, *SHORT, f"resume={run}", f"agent.total_steps={stopped_at + 3000}")
+    assert result.returncode == 0, result.stderr
+    resumed = read_summary(run)
+    assert resumed["status"] == "completed"
+    assert 0 <= resumed["steps"] - (stopped_at + 3000) < 20 * 16  # under one trajectory over
+    updates = [r for r in read_metrics(run) if "train/policy_loss" in r]
+    assert [r["step"] for r in updates] == sorted(r["step"] for r in updates)
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_text()
