@@ -84,17 +84,11 @@ def test_impala_keeps_the_agent_contract_and_counts_steps_exactly():
 
 
 def test_impala_on_processes_learns_cartpole_at_a_fixed_seed(tmp_path):
-    """Two asynchronous actors are not reproducible run to run (one CI run in two did not reach
-    475 within 100k steps), so the bar is a return of 200: a random policy scores ~22."""
+    """CartPole's threshold (475) within the default budget, with the tuned settings
+    (conf/tuned/impala_cartpole.yaml). Two asynchronous actors are not reproducible run to run:
+    the settings solved 40 of 40 tuning seeds, the slowest at 150k of the 200k steps."""
     run = tmp_path / "run"
-    result = lab(
-        run,
-        *SHORT,
-        "seed=0",
-        "stop_on_threshold=true",
-        "eval.threshold=200",
-        "agent.total_steps=100000",
-    )
+    result = lab(run, *SHORT, "seed=0", "stop_on_threshold=true")
     assert result.returncode == 0, result.stderr
     summary = read_summary(run)
     assert summary["status"] == "solved", summary
