@@ -182,6 +182,15 @@ def test_impala_on_ray_without_ray_installed_is_a_config_error(monkeypatch):
     assert not multiprocessing.active_children()
 
 
+def test_impala_on_ray_with_no_unroll_in_flight_is_a_config_error_before_ray_starts():
+    pytest.importorskip("ray")
+    with pytest.raises(ConfigError, match=r"^agent.ray.unrolls_in_flight=0: must be > 0$"):
+        _impala("agent.backend=ray", "agent.ray.unrolls_in_flight=0")
+    import ray
+
+    assert not ray.is_initialized()
+
+
 def test_impala_unreachable_ray_address_is_one_line_and_leaves_no_process(tmp_path):
     pytest.importorskip("ray")
     run = tmp_path / "run"

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lab.compute import available_cores
+from lab.config import require_positive
 from lab.errors import ConfigError
 from lab.rl.actor_critic import ActorCritic
 from lab.rl.actor_spec import ActorSpec
@@ -103,6 +104,7 @@ class RayActors:
         cfg: DictConfig,
     ):
         self.ray = ray = import_ray()
+        require_positive("agent.ray", unrolls_in_flight=cfg.unrolls_in_flight)
         self.spec, self.deaths = spec, Deaths("impala", restarts)
         self.address = cfg.address or "a local Ray"
         started = time.perf_counter()
@@ -133,7 +135,10 @@ class RayActors:
         )(RemoteActor)
         self.incarnations = [0] * actors
         self.handles = [self._start(slot) for slot in range(actors)]
-        self.pending: dict = {}  # object ref of an unroll in flight -> the actor's slot
+        # Unrolls queued on each actor: with two, the next starts as the last ends, not a round
+        # trip through the learner later (Ray runs an actor's calls one at a time, in order).
+        self.in_flight = cfg.unrolls_in_flight
+        self.pending: dict = {}  # object ref of an unroll in flight -> (slot, incarnation)
         self.sent = [-1] * actors  # the weights' version each actor has
         self.publish(model, 0)
         try:
@@ -164,24 +169,27 @@ class RayActors:
         self.credits -= self.spec.credits
         weights = self.weights if self.sent[slot] != self.version else None
         self.sent[slot] = self.version
-        self.pending[self.handles[slot].unroll.remote(weights, self.version)] = slot
+        ref = self.handles[slot].unroll.remote(weights, self.version)
+        self.pending[ref] = (slot, self.incarnations[slot])
 
     def use(self, budget: int, stop: StopCheck = never) -> Iterator[Trajectory]:
         """Trajectories worth ``budget`` env steps; a lost actor's unroll is started again on
         its replacement. After ``stop()`` no new unroll starts; those in flight still arrive."""
         self.credits, outstanding, revoked = budget, budget, False
         for slot in range(len(self.handles)):
-            if slot not in self.pending.values():
+            queued = sum(s == slot for s, _ in self.pending.values())
+            for _ in range(self.in_flight - queued):
                 self._launch(slot)
         while outstanding > 0:
             ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=POLL_SECONDS)
             if not ready:
                 continue
-            slot = self.pending.pop(ready[0])
+            slot, incarnation = self.pending.pop(ready[0])
             try:
                 trajectory = self.ray.get(ready[0])
             except self.ray.exceptions.RayError as error:
-                self._replace(slot, error)
+                if incarnation == self.incarnations[slot]:  # not an unroll of one replaced
+                    self._replace(slot, error)
                 if revoked:
                     outstanding -= self.spec.credits
                 else:
