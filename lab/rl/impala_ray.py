@@ -111,6 +111,9 @@ class RayActors:
         init = {"include_dashboard": False, "logging_level": logging.WARNING}
         if cfg.address is None:  # enough logical CPUs that every actor starts, even on 2 cores
             init["num_cpus"] = max(available_cores(), actors * cfg.num_cpus_per_actor)
+            # Ray starts its workers at nice 15, below the driver: here the actors are the
+            # work, and on cores they share with the learner they would wait behind it.
+            init["_system_config"] = {"worker_niceness": 0}
         else:
             check_reachable(cfg.address)
         try:
