@@ -74,6 +74,32 @@ def std(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
 
 
+def _per_run(value: Callable[[Run], float | None]) -> Callable[[Group], float | None]:
+    """The median over a group's finished seeds of ``value(run)``, those that have one."""
+    return lambda g: median([v for r in g.finished() if (v := value(r)) is not None])
+
+
+def _final(metric: str) -> Callable[[Group], float | None]:
+    return _per_run(lambda r: r.final(metric))
+
+
+def _count_cell(key: str) -> Callable[[dict], str]:
+    """A whole number with thousands separators (1,234,567), or a dash."""
+    return lambda row: "—" if row[key] is None else f"{row[key]:,.0f}"
+
+
+def env_steps_per_s(run: Run) -> float | None:
+    """Env steps over the run's wall time (its evaluations inside, a backend's start-up not):
+    the throughput a scaling table compares."""
+    wall = run.summary.get("wall_seconds")
+    return run.summary["steps"] / wall if wall else None
+
+
+def params(run: Run) -> float | None:
+    """summary.json's ``params`` (trainable parameters); older runs have none: a dash."""
+    return run.summary.get("params")
+
+
 # What every table starts with: which runs, and how many ended how.
 STATUS_COLUMNS = [
     Column("group", "group", lambda g: g.label),
@@ -115,6 +141,13 @@ COLUMNS = [
         lambda g: median([r.summary["wall_seconds"] for r in g.finished()]),
         digits=3,
     ),
+    Column(
+        "env_steps_per_s_median",
+        "env steps/s",
+        _per_run(env_steps_per_s),
+        cell=_count_cell("env_steps_per_s_median"),
+    ),
+    Column("params", "params", _per_run(params), cell=_count_cell("params")),
     Column("published", "published", lambda g: "; ".join(p.text() for p in g.published())),
 ]
 
@@ -130,20 +163,6 @@ def images_per_s(run: Run) -> float | None:
     return median([row["perf/images_per_s"] for row in run.rows if "perf/images_per_s" in row])
 
 
-def _per_run(value: Callable[[Run], float | None]) -> Callable[[Group], float | None]:
-    """The median over a group's finished seeds of ``value(run)``, those that have one."""
-    return lambda g: median([v for r in g.finished() if (v := value(r)) is not None])
-
-
-def _final(metric: str) -> Callable[[Group], float | None]:
-    return _per_run(lambda r: r.final(metric))
-
-
-def _count_cell(key: str) -> Callable[[dict], str]:
-    """A whole number with thousands separators (1,234,567), or a dash."""
-    return lambda row: "—" if row[key] is None else f"{row[key]:,.0f}"
-
-
 GENERATIVE_COLUMNS = [
     *STATUS_COLUMNS,
     Column("fid_median", "FID", _final("eval/fid"), digits=3),
@@ -156,13 +175,7 @@ GENERATIVE_COLUMNS = [
         lambda g: median([r.summary["wall_seconds"] for r in g.finished()]),
         digits=3,
     ),
-    # summary.json's ``params`` (trainable parameters); older runs have none: a dash.
-    Column(
-        "params",
-        "params",
-        _per_run(lambda r: r.summary.get("params")),
-        cell=_count_cell("params"),
-    ),
+    Column("params", "params", _per_run(params), cell=_count_cell("params")),
     Column(
         "images_per_s_median",
         "images/s",

@@ -148,11 +148,14 @@ def test_report_on_a_fabricated_sweep(tmp_path):
     assert b["time_to_threshold_median"] == 20.0
     assert b["final_median"] == pytest.approx(288.0)  # median of 476 and 100
     assert b["wall_median"] == pytest.approx(40.5)
+    assert a["env_steps_per_s_median"] == pytest.approx(1000 / 9)  # 1000 steps in 5, 9, 30 s
+    assert a["params"] is None  # these summaries predate the field: a dash, not a 0
 
     table = report(tmp_path)
     assert (
         "| agent=dqn | eval/return_mean | 3 | 3/3 | 0 | 0 | 490 | 490 ± 10 | 490 [480, 500] | 490 "
-        "| 8 | 800 | 9 | 500 ± 0 @50k (rl-zoo3 DQN); 488.7 ± 16.11 @500k (CleanRL DQN) |" in table
+        "| 8 | 800 | 9 | 111 | — | 500 ± 0 @50k (rl-zoo3 DQN); 488.7 ± 16.11 @500k (CleanRL DQN) |"
+        in table
     )
     assert "| agent=sb3_dqn | eval/return_mean | 4 | 1/2 | 1 | 0 |" in table
     assert "Failed runs (1):" in table and "RuntimeError: boom" in table
