@@ -119,7 +119,7 @@ def test_impala_ctrl_c_leaves_no_process_and_a_resume_continues_the_step_counter
     run = tmp_path / "run"
     proc = lab_background(run, *SHORT, "agent.total_steps=1000000", "tuned=none")
     wait_for_rows(run, 2, proc)
-    while not any("eval/return_mean" in row for row in read_metrics(run)):  # one evaluation in
+    while "eval/return_mean" not in (run / "metrics.jsonl").read_text():  # one evaluation in
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)  # as Ctrl-C does
