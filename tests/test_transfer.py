@@ -169,9 +169,29 @@ def test_a_missing_path_or_a_run_without_checkpoints_is_a_one_line_error(tmp_pat
         warm_start({}, _init_from(tmp_path / "empty"))
 
 
-def test_a3c_refuses_freeze_before_starting_workers():
-    with pytest.raises(ConfigError, match=r"init_from\.freeze with agent=a3c: its Hogwild"):
-        _task("agent=a3c", "init_from.path=x", "init_from.freeze=[torso]")
+def test_a3c_workers_leave_a_frozen_torso_alone(source_run, tmp_path):
+    """The Hogwild workers start before the freeze and apply gradients to the shared weights
+    themselves: the frozen torso must still come out of training as it was loaded."""
+    source = checkpoint.load(source_run / "checkpoints" / "best.pt")["nets"]["q"]
+    cfg = compose_config(
+        "agent=a3c",
+        "net=mlp",
+        "agent.workers=2",
+        "agent.envs_per_worker=2",
+        "agent.total_steps=2000",
+        "eval.interval=2000",
+        "eval.episodes=1",
+        "logger=none",
+        f"init_from.path={source_run}",
+        "init_from.freeze=[torso]",
+    )
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = runner.run(cfg, run_dir)
+    assert result.steps >= 2000 and result.init_from["frozen"] == 4
+    trained = checkpoint.load(run_dir / "checkpoints" / "last.pt")["nets"]["model"]
+    for key in ("torso.body.1.weight", "torso.body.3.weight", "torso.body.3.bias"):
+        torch.testing.assert_close(trained[key], source[key])
 
 
 def test_an_autoencoder_warm_starts_a_vae_where_the_shapes_agree(tmp_path):

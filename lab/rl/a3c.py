@@ -120,9 +120,13 @@ class A3C:
         self.device = torch.device("cpu")  # Hogwild shares CPU memory; compute.device is unused
         self.step = 0
         self.updates = 0
+        # Which parameters init_from.freeze fixed, in shared memory: the workers started before
+        # the freeze, and requires_grad does not cross processes. Set at each learn().
+        self.frozen = torch.zeros(len(list(self.model.parameters())), dtype=torch.bool)
+        self.frozen.share_memory_()
         self.pool = WorkerPool(  # now, while the process has one thread (choose_start_method)
             target=actor_learner,
-            args=(spec, self.model, self.optimizer),
+            args=(spec, self.model, self.optimizer, self.frozen),
             workers=workers,
             start_method=start_method,
             name="a3c",
@@ -137,6 +141,8 @@ class A3C:
         grant may overshoot by less than that; the overshoot is not carried over. The loop ends
         once the reported steps cover the budget, which is when every grant has been reported.
         """
+        # The workers are idle between grants, so they see the new mask from their next update.
+        self.frozen.copy_(torch.tensor([not p.requires_grad for p in self.model.parameters()]))
         finished = episode_lists()
         sums: dict[str, float] = {}
         n = 0
@@ -217,9 +223,11 @@ def actor_learner(
     spec: ActorLearnerSpec,
     shared: ActorCritic,
     optimizer: torch.optim.Optimizer,
+    frozen: torch.Tensor,
 ) -> None:
     """One actor-learner of the paper's Algorithm S3, as a process: until the pool closes,
     sync θ' ← θ, act for up to ``t_max`` steps, and apply dθ to θ through the shared optimizer.
+    Parameters that ``frozen`` marks get no gradient: neither clipped with the rest nor applied.
     """
     envs, local, collector = build_actor(spec, link.seed(spec.seed))
     shared_params, local_params = list(shared.parameters()), list(local.parameters())
@@ -237,6 +245,9 @@ def actor_learner(
         for local_p in local_params:
             local_p.grad = None
         loss.backward()
+        for local_p, fixed in zip(local_params, frozen.tolist(), strict=True):
+            if fixed:
+                local_p.grad = None  # the optimizer skips a parameter with no gradient
         metrics["train/grad_norm"] = torch.nn.utils.clip_grad_norm_(clipped, spec.max_grad_norm)
         for local_p, shared_p in zip(local_params, shared_params, strict=True):
             shared_p.grad = local_p.grad  # Hogwild: no lock around the shared update

@@ -8,7 +8,6 @@ from torch import nn
 
 from lab.compute import Compute
 from lab.config import check_keywords
-from lab.errors import ConfigError
 from lab.rl.agent import Agent, AgentContext
 from lab.rl.env import check_env_id
 from lab.rl.evaluate import Evaluator
@@ -16,7 +15,6 @@ from lab.stop import StopCheck, never
 
 # Agents whose training ignores requires_grad: A3C's workers apply their local gradients to
 # every shared weight, so a frozen layer would move anyway.
-NO_FREEZE = {"lab.rl.a3c.A3C": "its Hogwild workers update every shared weight"}
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes never share seeds with training ones
 CONTEXT_KEYS = ("_target_", "name", "total_steps")  # agent keys that go to AgentContext
 
@@ -50,11 +48,6 @@ class RLTask:
 
     def __init__(self, cfg: DictConfig, compute: Compute):
         spec = check_env_id(cfg.env.id)
-        if cfg.init_from.freeze and cfg.agent._target_ in NO_FREEZE:
-            raise ConfigError(
-                f"init_from.freeze with agent={cfg.agent.name}: {NO_FREEZE[cfg.agent._target_]}; "
-                "freeze with agent=a2c, dqn or an sb3_* agent"
-            )
         self.algo, self.name = cfg.agent.name, cfg.env.id
         self.total_steps = int(cfg.agent.total_steps)
         self.agent = build_agent(cfg, compute)
