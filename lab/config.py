@@ -10,6 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 from lab.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the shipped Hydra configs
+# `${add:${env.length},2}`: a sum in a config (conf/tuned/a2c_tmaze.yaml sizes the rollout to
+# the maze). Registered on import: everything that composes lab's configs imports this module.
+OmegaConf.register_new_resolver("add", lambda *numbers: sum(numbers), replace=True)
 
 
 def tuned_settings(cfg: DictConfig) -> str | None:

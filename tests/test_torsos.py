@@ -111,6 +111,16 @@ def test_gtrxl_gates_start_near_the_identity():
     assert near < 0.25 < 0.45 < open_, (near, open_)
 
 
+def test_lstm_forget_bias_shifts_only_the_forget_gate():
+    torch.manual_seed(0)
+    plain = LSTM((3,), hidden_size=4, forget_bias=0.0)
+    torch.manual_seed(0)
+    kept = LSTM((3,), hidden_size=4, forget_bias=2.0)
+    gates = kept.cell.bias_hh.detach() - plain.cell.bias_hh.detach()  # (input, forget, cell, out)
+    torch.testing.assert_close(gates, torch.tensor([0.0] * 4 + [2.0] * 4 + [0.0] * 8))
+    assert compose_config("agent=a2c", "net=lstm", "net.forget_bias=2").net.forget_bias == 2
+
+
 def test_impala_resnet_has_three_pooled_stages_of_two_residual_blocks():
     torso = ImpalaResNet((1, 80, 40))
     blocks = [m for m in torso.modules() if isinstance(m, ResidualBlock)]
