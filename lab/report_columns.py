@@ -169,6 +169,7 @@ GENERATIVE_COLUMNS = [
     Column("fid_floor_median", "floor", _final("eval/fid_floor"), digits=3),
     Column("fid_over_floor_median", "FID/floor", _per_run(fid_over_floor), digits=3),
     Column("kid_median", "KID", _final("eval/kid_mean"), digits=3),
+    Column("confident_median", "confident", _final("eval/confident"), digits=2),
     Column(
         "wall_median",
         "wall (s)",

@@ -435,6 +435,7 @@ def _generative_run(root, name, model, seed, fid, floor, images_per_s, params=No
     summary_file = root / name / "summary.json"
     summary = json.loads(summary_file.read_text())
     summary["metrics"] |= {"eval/fid_floor": floor, "eval/kid_mean": fid / 10}
+    summary["metrics"]["eval/confident"] = 1 / fid  # recognised less as FID grows, here
     if params is not None:
         summary["params"] = params
     summary_file.write_text(json.dumps(summary))
@@ -452,13 +453,16 @@ def test_a_generative_sweep_shows_fid_beside_its_floor_and_the_cost(tmp_path):
     header = table.splitlines()[0]
     assert header == (
         "| group | metric | runs | solved | failed | interrupted | FID | floor | FID/floor | KID "
-        "| wall (s) | params | images/s |"
+        "| confident | wall (s) | params | images/s |"
     )
     assert (
-        "| model=dcgan | eval/fid | 3 | 0/3 | 0 | 0 | 5 | 2 | 3 | 0.5 | 61 | 1,234,567 | 200 |"
+        "| model=dcgan | eval/fid | 3 | 0/3 | 0 | 0 | 5 | 2 | 3 | 0.5 | 0.2 | 61 | 1,234,567 | 200 |"
         in table
     )
-    assert "| model=rbm | eval/fid | 1 | 0/1 | 0 | 0 | 30 | 2 | 15 | 3 | 60 | — | 5,000 |" in table
+    assert (
+        "| model=rbm | eval/fid | 1 | 0/1 | 0 | 0 | 30 | 2 | 15 | 3 | 0.033 | 60 | — | 5,000 |"
+        in table
+    )
     with (tmp_path / "report.csv").open() as f:
         rows = {row["group"]: row for row in csv.DictReader(f)}
     assert rows["model=dcgan"]["fid_over_floor_median"] == "3.0"
