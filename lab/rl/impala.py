@@ -7,8 +7,10 @@ steps and send the trajectory with the behaviour policy's log-probs; the learner
 optimizer step, and every ``broadcast_interval`` updates publishes its weights, which actors
 load before their next unroll. The actors are local processes (``backend=processes``) or Ray
 actors anywhere in a cluster (``backend=ray``, lab/rl/impala_ray.py): the learner is the same.
-As with A3C, the main process hands out env-step credits, so the step counter is exact and
-evaluations and checkpoints see the learner at rest; a lost actor is replaced.
+Local actors are paced by env-step credits as A3C's workers are; Ray actors keep a few unrolls
+queued, across grants too, so they go on while the learner logs or evaluates. Either way the
+step counter counts the transitions the learner took, evaluations and checkpoints see the
+learner at rest, and a lost actor is replaced.
 """
 
 import copy
