@@ -112,6 +112,7 @@ def test_impala_actor_killed_is_replaced_and_the_run_completes(tmp_path):
     )
     rows = [r for r in read_metrics(run) if "train/actors_replaced" in r]
     assert rows[-1]["train/actors_replaced"] == 1
+    assert summary["actors_replaced"] == 1  # the issue asks summary.json to say so
     assert not _session(proc.pid)
 
 
@@ -225,6 +226,7 @@ def test_impala_on_a_local_ray_learns_survives_a_lost_actor_and_leaves_no_proces
     summary = read_summary(run)
     assert summary["status"] == "completed"
     assert summary["best"]["eval/return_mean"] >= 100, summary  # random play scores about 20
+    assert summary["actors_replaced"] == 1
     rows = read_metrics(run)
     assert [r for r in rows if "train/actors_replaced" in r][-1]["train/actors_replaced"] == 1
     assert [r["perf/backend_startup_s"] for r in rows if "perf/backend_startup_s" in r]
