@@ -132,6 +132,24 @@ def test_beta_weights_the_kl_term(beta):
     assert float(metrics["train/elbo"]) == pytest.approx(float(-(recon + kl)), rel=1e-5)
 
 
+def test_spectral_norm_keeps_every_discriminator_layer_at_unit_norm():
+    """``model.d_norm=spectral`` (SN-GAN): each conv and linear weight of the discriminator,
+    as a matrix, has largest singular value 1 once power iteration has run a few updates;
+    the DCGAN initialisation (std 0.02) still sets the weights it is computed from."""
+    from torch import nn
+
+    task = _task("model=dcgan", "model.width=16", "model.d_norm=spectral", *SMALL_FID)
+    D = task.model.nets["discriminator"]
+    layers = [m for m in D.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    raw = torch.cat([m.parametrizations.weight.original.detach().flatten() for m in layers])
+    assert float(raw.std()) == pytest.approx(0.02, rel=0.1)
+    for _ in range(20):  # one power iteration per training forward, as the weights move
+        task.model.update(task.batches)
+    with torch.no_grad():
+        norms = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2) for m in layers]
+    assert all(float(n) == pytest.approx(1.0, abs=0.1) for n in norms), norms  # without: 0.15-0.46
+
+
 def logged_rows(run_dir) -> list[dict]:
     """metrics.jsonl without wall-clock keys: what two identical runs share."""
     drop = ("time", "perf/")

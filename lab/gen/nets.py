@@ -10,6 +10,8 @@ import itertools
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 from lab.errors import ConfigError
 
@@ -37,9 +39,9 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if kind == "layer":  # per-sample, as a WGAN-GP critic needs (the penalty is per sample)
         return nn.GroupNorm(1, channels)
-    if kind == "none":
+    if kind in ("none", "spectral"):  # spectral normalises the weights (ConvEncoder), not maps
         return nn.Identity()
-    raise ConfigError(f"norm={kind}: use batch, layer or none")
+    raise ConfigError(f"norm={kind}: use batch, layer, spectral or none")
 
 
 class ConvDecoder(nn.Module):
@@ -86,11 +88,15 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2)]
         for c_in, c_out in itertools.pairwise(widths):
             layers += [
-                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm == "none"),
+                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm in ("none", "spectral")),
                 _norm(norm, c_out),
                 nn.LeakyReLU(0.2),
             ]
         layers += [nn.Flatten(), nn.Linear(widths[-1] * base * base, out_dim)]
+        if norm == "spectral":  # SN-GAN (Miyato et al. 2018): every layer 1-Lipschitz
+            layers = [
+                spectral_norm(m) if isinstance(m, nn.Conv2d | nn.Linear) else m for m in layers
+            ]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,9 +107,16 @@ def init_dcgan(module: nn.Module) -> None:
     """Radford et al.'s initialisation: N(0, 0.02) weights, N(1, 0.02) norm scales."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            nn.init.normal_(_raw_weight(m), 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def _raw_weight(module: nn.Module) -> torch.Tensor:
+    """The weight parameter itself: under spectral norm, the unnormalised one it is made from."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
