@@ -168,7 +168,7 @@ class WGANGP(GAN):
         if d_norm == "batch":
             raise ConfigError(
                 "model.d_norm=batch with wgan_gp: the gradient penalty is per sample; "
-                "use model.d_norm=layer or none"
+                "use model.d_norm=layer, spectral or none"
             )
         super().__init__(
             shape,
