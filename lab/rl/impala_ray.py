@@ -165,7 +165,7 @@ class RayActors:
         """Weights as numpy arrays: Ray pickles those out of band, where torch tensors go
         through torch.save (a quarter of the learner's time on CartPole). Small ones travel
         inside each call, as Ray inlines small arguments; a large net goes to the object store
-        once. On CartPole, inline took env-steps/s from ~21k to ~30k (README)."""
+        once. On CartPole, inlining took env-steps/s from ~22.7k to ~26k (README)."""
         weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
         if sum(w.nbytes for w in weights.values()) > INLINE_BYTES:
             weights = self.ray.put(weights)
