@@ -150,6 +150,31 @@ def test_spectral_norm_keeps_every_discriminator_layer_at_unit_norm():
     assert all(float(n) == pytest.approx(1.0, abs=0.1) for n in norms), norms  # without: 0.15-0.46
 
 
+@pytest.mark.parametrize("model", ["dcgan", "wgan_gp", "stylegan"])
+def test_lr_anneal_takes_every_rate_linearly_to_zero(model):
+    """``model.lr_anneal``: after k of T generator steps each optimizer's rate is its own
+    initial rate (StyleGAN's discriminator's, lazy-R1 scaled, included) times 1 - k/T, and a
+    model loaded from a checkpoint goes on from the same point of the schedule."""
+    overrides = [f"model={model}", "model.width=8", "model.batch_size=16", *SMALL_FID]
+    overrides += ["model.total_steps=4", "model.lr_anneal=true"]
+
+    def rates(task: GenTask) -> list[float]:
+        return [g["lr"] for o in task.model.optimizers.values() for g in o.param_groups]
+
+    task = _task(*overrides)
+    initial = rates(task)
+    assert len(set(initial)) == (2 if model == "stylegan" else 1)
+    for _ in range(2):
+        task.model.update(task.batches)
+    assert rates(task) == pytest.approx([r / 2 for r in initial])
+    loaded = _task(*overrides)
+    loaded.model.load_state_dict(task.model.state_dict())
+    for t in (task, loaded):
+        for _ in range(2):
+            t.model.update(t.batches)
+        assert rates(t) == [0.0] * len(initial)
+
+
 def logged_rows(run_dir) -> list[dict]:
     """metrics.jsonl without wall-clock keys: what two identical runs share."""
     drop = ("time", "perf/")

@@ -38,12 +38,40 @@ class Adversarial(GenerativeModel):
     gradients (WGAN-GP's, R1) are on the same function D∘T that the losses train."""
 
     augment: DiffAugment
+    updates: int  # generator steps taken
+    total_steps: int  # generator steps in the run (model.total_steps)
+    lr_anneal: bool
 
     def _critic(self, x: torch.Tensor) -> torch.Tensor:
         """One score per image of D(T(x)), in fp32 whatever the precision."""
         x = self.augment(x)
         with self.compute.autocast():
             return self.nets["discriminator"](x).float().squeeze(1)
+
+    def _schedule(self, total_steps: int, lr_anneal: bool) -> None:
+        """Call after making the optimizers: each remembers its rate as ``initial_lr``."""
+        require_positive("model", total_steps=total_steps)
+        self.total_steps, self.lr_anneal, self.updates = total_steps, bool(lr_anneal), 0
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+
+    def _count_update(self) -> None:
+        """One generator step done; with ``lr_anneal`` every net's rate falls linearly from
+        its ``initial_lr`` to 0 at ``total_steps`` (as WGAN-GP's CIFAR-10 code decays it)."""
+        self.updates += 1
+        if self.lr_anneal:
+            left = max(0.0, 1 - self.updates / self.total_steps)
+            for optimizer in self.optimizers.values():
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * left
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.updates = state.get("updates", 0)  # GAN checkpoints from before lr_anneal lack it
 
 
 class GAN(Adversarial):
@@ -72,6 +100,8 @@ class GAN(Adversarial):
         ema: float | None = 0.999,
         augment: list[str] | None = None,
         channels_last: bool = True,
+        total_steps: int = 1,
+        lr_anneal: bool = False,
     ):
         super().__init__(shape, compute, z_dim, width, channels_last)
         require_positive("model", n_critic=n_critic)
@@ -87,6 +117,7 @@ class GAN(Adversarial):
             "generator": self._adam("generator", lr, betas),
             "discriminator": self._adam("discriminator", d_lr or lr, betas),
         }
+        self._schedule(total_steps, lr_anneal)
         self.ema = None
         if ema:
             self.ema = AveragedModel(
@@ -126,6 +157,7 @@ class GAN(Adversarial):
         g_loss = self.generator_loss(self._critic(self.generate(self.latent(len(real)))))
         self._step(g_loss, "generator")
         D.requires_grad_(True)
+        self._count_update()
         if self.ema is not None:
             self.ema.update_parameters(self.nets["generator"])
         metrics = {
@@ -164,6 +196,8 @@ class WGANGP(GAN):
         ema: float | None = 0.999,
         augment: list[str] | None = None,
         channels_last: bool = True,
+        total_steps: int = 1,
+        lr_anneal: bool = False,
     ):
         if d_norm == "batch":
             raise ConfigError(
@@ -183,6 +217,8 @@ class WGANGP(GAN):
             ema,
             augment,
             channels_last,
+            total_steps,
+            lr_anneal,
         )
         self.gp_weight = gp_weight
 

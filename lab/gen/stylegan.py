@@ -86,6 +86,8 @@ class StyleGAN(Adversarial):
         truncation: float = 0.7,
         augment: list[str] | None = None,
         channels_last: bool = True,
+        total_steps: int = 1,
+        lr_anneal: bool = False,
     ):
         super().__init__(shape, compute, z_dim, width, channels_last)
         self.augment = DiffAugment(augment)
@@ -119,7 +121,7 @@ class StyleGAN(Adversarial):
             "generator": self._adam("generator", lr, betas),
             "discriminator": self._adam("discriminator", *lazy_adam(lr, betas, r1_interval)),
         }
-        self.updates = 0
+        self._schedule(total_steps, lr_anneal)
         self.r1 = torch.zeros((), device=self.device)  # the last penalty, logged every step
 
     def _fake(self, n: int) -> torch.Tensor:
@@ -150,7 +152,7 @@ class StyleGAN(Adversarial):
         g_loss = nonsaturating_generator_loss(self._critic(self._fake(len(real))))
         self._step(g_loss, "generator")
         D.requires_grad_(True)
-        self.updates += 1
+        self._count_update()
         beta = ema_decay(self.updates * len(real), len(real), self.ema_half_life, self.ema_rampup)
         ema_update(self.nets["generator_ema"], self.nets["generator"], beta)
         metrics = {
@@ -219,11 +221,11 @@ class StyleGAN(Adversarial):
         return torch.cat([samples[:7].transpose(0, 1), spread[:, None]], dim=1).flatten(0, 1)
 
     def state_dict(self) -> dict:
-        return super().state_dict() | {"updates": self.updates, "r1": self.r1.cpu()}
+        return super().state_dict() | {"r1": self.r1.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.updates, self.r1 = state["updates"], state["r1"].to(self.device)
+        self.r1 = state["r1"].to(self.device)
 
 
 def check_fraction(key: str, value: float, low_open: bool = True) -> None:
