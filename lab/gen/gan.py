@@ -58,7 +58,7 @@ class Adversarial(GenerativeModel):
 
     def _count_update(self) -> None:
         """One generator step done; with ``lr_anneal`` every net's rate falls linearly from
-        its ``initial_lr`` to 0 at ``total_steps`` (as WGAN-GP's CIFAR-10 code decays it)."""
+        its ``initial_lr`` to 0 at ``total_steps`` (as WGAN-GP's CIFAR-10 ResNet code does)."""
         self.updates += 1
         if self.lr_anneal:
             left = max(0.0, 1 - self.updates / self.total_steps)
