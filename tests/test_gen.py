@@ -175,6 +175,23 @@ def test_lr_anneal_takes_every_rate_linearly_to_zero(model):
         assert rates(t) == [0.0] * len(initial)
 
 
+def test_a_gan_checkpoint_from_before_lr_anneal_loads_and_anneals():
+    """Checkpoints written before ``lr_anneal`` have no step count and no ``initial_lr``: they
+    load as step 0, with the rate they hold as the one to anneal from."""
+    overrides = ["model=dcgan", "model.width=8", "model.batch_size=16", *SMALL_FID]
+    state = _task(*overrides).model.state_dict()
+    del state["updates"]
+    for optimizer in state["optimizers"].values():
+        for group in optimizer["param_groups"]:
+            del group["initial_lr"]
+    task = _task(*overrides, "model.total_steps=4", "model.lr_anneal=true")
+    task.model.load_state_dict(state)
+    task.model.update(task.batches)
+    assert task.model.updates == 1
+    rates = [g["lr"] for o in task.model.optimizers.values() for g in o.param_groups]
+    assert rates == pytest.approx([5e-4 * 3 / 4] * 2)
+
+
 def logged_rows(run_dir) -> list[dict]:
     """metrics.jsonl without wall-clock keys: what two identical runs share."""
     drop = ("time", "perf/")

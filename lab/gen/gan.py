@@ -39,7 +39,7 @@ class Adversarial(GenerativeModel):
 
     augment: DiffAugment
     updates: int  # generator steps taken
-    total_steps: int  # generator steps in the run (model.total_steps)
+    total_steps: int | None  # generator steps in the run (model.total_steps)
     lr_anneal: bool
 
     def _critic(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,10 +48,16 @@ class Adversarial(GenerativeModel):
         with self.compute.autocast():
             return self.nets["discriminator"](x).float().squeeze(1)
 
-    def _schedule(self, total_steps: int, lr_anneal: bool) -> None:
+    def _schedule(self, total_steps: int | None, lr_anneal: bool) -> None:
         """Call after making the optimizers: each remembers its rate as ``initial_lr``."""
-        require_positive("model", total_steps=total_steps)
+        if lr_anneal:
+            if total_steps is None:
+                raise ConfigError("model.lr_anneal=true needs model.total_steps")
+            require_positive("model", total_steps=total_steps)
         self.total_steps, self.lr_anneal, self.updates = total_steps, bool(lr_anneal), 0
+        self._remember_rates()
+
+    def _remember_rates(self) -> None:
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
@@ -71,7 +77,9 @@ class Adversarial(GenerativeModel):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.updates = state.get("updates", 0)  # GAN checkpoints from before lr_anneal lack it
+        # GAN checkpoints from before lr_anneal have neither the count nor ``initial_lr``.
+        self.updates = state.get("updates", 0)
+        self._remember_rates()
 
 
 class GAN(Adversarial):
@@ -100,7 +108,7 @@ class GAN(Adversarial):
         ema: float | None = 0.999,
         augment: list[str] | None = None,
         channels_last: bool = True,
-        total_steps: int = 1,
+        total_steps: int | None = None,
         lr_anneal: bool = False,
     ):
         super().__init__(shape, compute, z_dim, width, channels_last)
@@ -196,7 +204,7 @@ class WGANGP(GAN):
         ema: float | None = 0.999,
         augment: list[str] | None = None,
         channels_last: bool = True,
-        total_steps: int = 1,
+        total_steps: int | None = None,
         lr_anneal: bool = False,
     ):
         if d_norm == "batch":

@@ -86,7 +86,7 @@ class StyleGAN(Adversarial):
         truncation: float = 0.7,
         augment: list[str] | None = None,
         channels_last: bool = True,
-        total_steps: int = 1,
+        total_steps: int | None = None,
         lr_anneal: bool = False,
     ):
         super().__init__(shape, compute, z_dim, width, channels_last)
