@@ -9,10 +9,10 @@ from lab.rl.returns import (
     discounted_return,
     double_q_value,
     gae,
-    linear_schedule,
     nstep_returns,
     td_target,
 )
+from lab.schedules import linear_schedule
 
 
 def test_discounted_return():

@@ -20,6 +20,7 @@ from lab.gen.losses import (
 )
 from lab.gen.models import Batches, GenerativeModel
 from lab.gen.nets import ConvDecoder, ConvEncoder
+from lab.schedules import linear_schedule
 
 
 def _ema_with_warmup(decay: float):
@@ -67,10 +68,11 @@ class Adversarial(GenerativeModel):
         its ``initial_lr`` to 0 at ``total_steps`` (as WGAN-GP's CIFAR-10 ResNet code does)."""
         self.updates += 1
         if self.lr_anneal:
-            left = max(0.0, 1 - self.updates / self.total_steps)
             for optimizer in self.optimizers.values():
                 for group in optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * left
+                    group["lr"] = linear_schedule(
+                        self.updates, group["initial_lr"], 0.0, self.total_steps
+                    )
 
     def state_dict(self) -> dict:
         return super().state_dict() | {"updates": self.updates}

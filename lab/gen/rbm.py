@@ -19,6 +19,7 @@ from lab.config import require_positive
 from lab.errors import ConfigError
 from lab.gen.energy import RBMLayer, bernoulli, cd_gradient, pseudo_log_likelihood
 from lab.gen.models import Batches, Figures, GenerativeModel
+from lab.schedules import linear_schedule
 
 FIGURE_SEED = 0  # the figures' chains start from the same states at every evaluation
 CHAIN_SNAPSHOTS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)  # Gibbs steps shown per chain
@@ -101,8 +102,7 @@ class RBM(GenerativeModel):
         if not self.anneal:
             return self.lr
         share = self.total_steps / len(self.layers)
-        done = update - self._layer_at(update) * share
-        return self.lr * max(1 - done / share, 0.0)
+        return linear_schedule(update - self._layer_at(update) * share, self.lr, 0.0, share)
 
     def _top(self) -> int:
         """The highest RBM trained so far: sampling stops there, as the stack did."""

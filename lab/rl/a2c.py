@@ -15,7 +15,7 @@ from lab.rl.actor_critic import (
 )
 from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_vec_env
-from lab.rl.returns import annealed_lr
+from lab.schedules import annealed_lr
 from lab.stop import StopCheck, never
 
 

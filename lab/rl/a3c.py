@@ -32,8 +32,8 @@ from lab.rl.actor_spec import ActorSpec, build_actor
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, episode_lists
 from lab.rl.env import make_env
 from lab.rl.restarts import restart_limit
-from lab.rl.returns import annealed_lr
 from lab.rl.workers import WorkerLink, WorkerPool
+from lab.schedules import annealed_lr
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")

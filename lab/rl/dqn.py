@@ -19,7 +19,8 @@ from lab.errors import ConfigError
 from lab.rl.agent import AgentContext, EpisodeLists, Policy, book_episodes, episode_lists
 from lab.rl.env import make_vec_env, require_discrete
 from lab.rl.replay import Batch, NStepCollector, RecentObs, ReplayBuffer, Window, WindowReplay
-from lab.rl.returns import annealed_lr, double_q_value, linear_schedule, td_target
+from lab.rl.returns import double_q_value, td_target
+from lab.schedules import annealed_lr, linear_schedule
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")

@@ -38,7 +38,8 @@ from lab.rl.agent import AgentContext, Policy, episode_lists
 from lab.rl.env import make_env
 from lab.rl.impala_actors import ActorBackend, ProcessActors, Trajectory
 from lab.rl.restarts import restart_limit
-from lab.rl.returns import annealed_lr, vtrace
+from lab.rl.returns import vtrace
+from lab.schedules import annealed_lr
 from lab.stop import StopCheck, never
 
 log = logging.getLogger("lab")

@@ -1,4 +1,4 @@
-"""Return maths as pure functions: n-step returns, TD targets, exploration schedules."""
+"""Return maths as pure functions: n-step returns, TD targets (schedules: ``lab/schedules.py``)."""
 
 from collections.abc import Sequence
 
@@ -27,19 +27,6 @@ def double_q_value(next_q_online: torch.Tensor, next_q_target: torch.Tensor) -> 
     """Double DQN (van Hasselt et al. 2016): the online net picks a', the target net scores it."""
     best = next_q_online.argmax(dim=1, keepdim=True)
     return next_q_target.gather(1, best).squeeze(1)
-
-
-def linear_schedule(step: int, start: float, end: float, duration: int) -> float:
-    """Linear from ``start`` at step 0 to ``end`` at ``duration``, constant after."""
-    if duration <= 0:
-        return end
-    fraction = min(step / duration, 1.0)
-    return start + fraction * (end - start)
-
-
-def annealed_lr(lr: float, anneal: bool, step: int, total_steps: int) -> float:
-    """``lr``, or with ``anneal`` linearly from ``lr`` at step 0 to 0 at ``total_steps``."""
-    return linear_schedule(step, lr, 0.0, total_steps) if anneal else lr
 
 
 def nstep_returns(

@@ -23,7 +23,7 @@ from lab.errors import ConfigError
 from lab.nets import ACTIVATIONS
 from lab.rl.agent import AgentContext, Policy
 from lab.rl.env import make_env, require_discrete, reward_clip
-from lab.rl.returns import linear_schedule
+from lab.schedules import linear_schedule
 from lab.stop import StopCheck, never
 
 NET_KEYS = ("net_arch", "activation_fn", "features_extractor_kwargs")  # owned by the net group
