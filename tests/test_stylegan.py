@@ -25,7 +25,12 @@ from lab.gen.stylegan_layers import (
     modulated_conv2d,
     upsample,
 )
-from lab.gen.stylegan_nets import StyleDiscriminator, StyleGenerator, resolutions
+from lab.gen.stylegan_nets import (
+    DiscriminatorBlock,
+    StyleDiscriminator,
+    StyleGenerator,
+    resolutions,
+)
 from lab.gen.task import build_model
 from tests.conftest import assert_one_line_error, compose_config, lab, read_summary
 from tests.test_gen import TINY, _write_idx, assert_beats_half_the_classes
@@ -232,12 +237,12 @@ def test_training_with_style_mixing_draws_a_second_code(monkeypatch):
     latent = model.latent
     monkeypatch.setattr(model, "latent", lambda n, g=None: codes.append(n) or latent(n, g))
     model.update(lambda: torch.rand(16, 1, 16, 16) * 2 - 1)
-    assert codes == [16] * 4  # two per fake batch, for the D step and the G step
+    assert codes == [16] * 2  # two codes for the one fake batch both steps score
     model = _model(style_mixing=0.0)
     codes.clear()
     monkeypatch.setattr(model, "latent", lambda n, g=None: codes.append(n) or latent(n, g))
     model.update(lambda: torch.rand(16, 1, 16, 16) * 2 - 1)
-    assert codes == [16] * 2
+    assert codes == [16]
 
 
 def test_truncation_pulls_samples_towards_the_mean_image():
@@ -263,13 +268,41 @@ def test_truncation_pulls_samples_towards_the_mean_image():
         ((3, 32, 32), [4, 8, 16, 32]),
     ],
 )
-def test_nets_build_at_each_supported_size(shape, sides):
+@pytest.mark.parametrize("architecture", ["resnet", "orig"])
+def test_nets_build_at_each_supported_size(shape, sides, architecture):
     assert resolutions(shape) == sides
     G = StyleGenerator(shape, 16, 16, 8, 64, 2)
-    D = StyleDiscriminator(shape, 8, 64, 4)
+    D = StyleDiscriminator(shape, 8, 64, 4, architecture)
     images = G(torch.randn(6, 16))
     assert images.shape == (6, *shape) and D(images).shape == (6, 1)
     assert G.synthesis.num_ws == 2 * len(sides)  # 1 conv + 2 per block after, + the last toRGB
+
+
+@pytest.mark.parametrize("side", [16, 14])  # 14 -> 7: the 28 px nets' odd side
+def test_the_resnet_block_adds_a_blurred_half_size_skip_scaled_by_root_half(side):
+    torch.manual_seed(0)
+    block = DiscriminatorBlock(4, 8)
+    with torch.no_grad():  # the residual branch off: lrelu(0 + 0) = 0
+        block.conv1.weight.zero_()
+    x = torch.randn(2, 4, side, side)
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    kernel = (taps[:, None] * taps[None, :] / 64).expand(4, 1, 4, 4)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, groups=4)  # filter at full resolution,
+    skip = F.conv2d(blurred[..., ::2, ::2], block.skip.weight / 2)  # keep every other pixel
+    assert torch.allclose(block(x), skip * 0.5**0.5, atol=1e-6)  # He constant 1/sqrt(4)
+
+
+def test_a_checkpoint_from_the_orig_discriminator_loads_as_orig():
+    """Runs from before the resnet default keep sampling and resuming."""
+    old = _model(d_architecture="orig")
+    old.update(lambda: torch.rand(8, 1, 16, 16) * 2 - 1)
+    new = _model()
+    assert new.nets["discriminator"].architecture == "resnet"
+    new.load_state_dict(old.state_dict())
+    assert new.nets["discriminator"].architecture == "orig"
+    x = torch.rand(8, 1, 16, 16) * 2 - 1
+    assert torch.equal(new.nets["discriminator"](x), old.nets["discriminator"](x))
+    new.update(lambda: torch.rand(8, 1, 16, 16) * 2 - 1)  # its optimizer follows the nets
 
 
 @pytest.mark.parametrize("shape", [(1, 9, 9), (1, 16, 12)])
@@ -393,6 +426,7 @@ def test_bad_stylegan_input_is_one_line(tmp_path, overrides, needles):
         ({"r1_gamma": -1.0}, "model.r1_gamma=-1.0"),
         ({"mapping_depth": 0}, "model.mapping_depth=0"),
         ({"ema_rampup": 0.0}, "model.ema_rampup=0.0"),
+        ({"d_architecture": "skip"}, "model.d_architecture=skip"),
     ],
 )
 def test_bad_hyperparameters_name_their_key(hyperparameters, key):

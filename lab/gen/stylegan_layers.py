@@ -56,28 +56,37 @@ class EqualConv2d(nn.Module):
     stride 2) and followed by a gained leaky ReLU; the discriminator's layer."""
 
     def __init__(
-        self, c_in: int, c_out: int, kernel: int, activate: bool = True, down: bool = False
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        activate: bool = True,
+        down: bool = False,
+        bias: bool = True,
     ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(c_out, c_in, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(c_out))
+        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
         self.weight_gain = 1 / math.sqrt(c_in * kernel * kernel)
         self.activate, self.down = activate, down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight * self.weight_gain
-        if self.down:  # blur at full resolution, then a strided conv (as NVIDIA's conv2d_resample)
+        if self.down and weight.shape[-1] == 1:  # a 1×1 conv commutes with the stride: blur
+            x = F.conv2d(blur(x, pad=1, stride=2), weight, self.bias)  # at half resolution
+        elif self.down:  # blur at full resolution, then a strided conv (as conv2d_resample)
             x = F.conv2d(blur(x, pad=2), weight, self.bias, stride=2)
         else:
             x = F.conv2d(x, weight, self.bias, padding=self.weight.shape[-1] // 2)
         return lrelu(x) if self.activate else x
 
 
-def blur(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """The [1, 3, 3, 1] ⊗ [1, 3, 3, 1] / 64 low-pass filter on each channel, zero-padded."""
+def blur(x: torch.Tensor, pad: int, stride: int = 1) -> torch.Tensor:
+    """The [1, 3, 3, 1] ⊗ [1, 3, 3, 1] / 64 low-pass filter on each channel, zero-padded;
+    ``stride`` 2 keeps every other output (filter, then downsample)."""
     taps = torch.tensor([1.0, 3.0, 3.0, 1.0], device=x.device, dtype=x.dtype)
     kernel = (taps[:, None] * taps[None, :] / 64).expand(x.shape[1], 1, 4, 4)
-    return F.conv2d(F.pad(x, (pad, pad, pad, pad)), kernel, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (pad, pad, pad, pad)), kernel, stride=stride, groups=x.shape[1])
 
 
 def upsample(x: torch.Tensor) -> torch.Tensor:

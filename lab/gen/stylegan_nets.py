@@ -1,6 +1,7 @@
 """StyleGAN2's generator and discriminator at small resolution: the skip-connected generator of
-Karras et al. 2020 (§4.1, Fig. 7) and NVIDIA's CIFAR-10 discriminator (``orig``: no residual
-connections), sized from the image shape like the lab's other conv nets.
+Karras et al. 2020 (§4.1, Fig. 7) and the paper's residual discriminator (``resnet``, its
+config F; measured better here) or NVIDIA's CIFAR-10 one (``orig``: no residual connections),
+sized from the image shape like the lab's other conv nets.
 
 A square side is halved while it stays even and at least 8 (``lab.gen.nets.plan``): 16 px
 runs at 4 -> 8 -> 16, 32 px at 4 -> 8 -> 16 -> 32, 28 px natively at 7 -> 14 -> 28. The
@@ -128,18 +129,52 @@ class StyleGenerator(nn.Module):
         return self.synthesis(self.styles(z, psi), noise)
 
 
-class StyleDiscriminator(nn.Module):
-    """fromRGB at full resolution, two 3×3 convs per resolution (the second downsamples),
-    then at the smallest side: minibatch standard deviation, a conv, two dense layers."""
+D_ARCHITECTURES = ("resnet", "orig")
 
-    def __init__(self, shape: tuple[int, int, int], width: int, max_width: int, mbstd_group: int):
+
+class DiscriminatorBlock(nn.Module):
+    """One resolution of the ``resnet`` discriminator: a 3×3 conv and a 3×3 conv that halves
+    the side, plus a linear 1×1 skip that halves it too (blur, stride 2); the sum is scaled by
+    √½ to keep its variance (Karras et al. 2020, Fig. 7c; NVIDIA's ``architecture='resnet'``)."""
+
+    def __init__(self, c: int, c_next: int):
         super().__init__()
+        self.conv0 = EqualConv2d(c, c, 3)
+        self.conv1 = EqualConv2d(c, c_next, 3, down=True)
+        self.skip = EqualConv2d(c, c_next, 1, activate=False, down=True, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv1(self.conv0(x)) + self.skip(x)) * math.sqrt(0.5)
+
+
+class StyleDiscriminator(nn.Module):
+    """fromRGB at full resolution, two 3×3 convs per resolution (the second downsamples; with a
+    residual skip in the ``resnet`` architecture, none in ``orig``), then at the smallest side:
+    minibatch standard deviation, a conv, two dense layers."""
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        width: int,
+        max_width: int,
+        mbstd_group: int,
+        architecture: str = "resnet",
+    ):
+        super().__init__()
+        if architecture not in D_ARCHITECTURES:
+            raise ConfigError(
+                f"model.d_architecture={architecture}: choose one of {', '.join(D_ARCHITECTURES)}"
+            )
+        self.architecture = architecture
         channels, size, _ = shape
         sides = resolutions(shape)[::-1]  # largest first
         widths = [channels_at(side, size, width, max_width) for side in sides]
         layers: list[nn.Module] = [EqualConv2d(channels, widths[0], 1)]
         for c, c_next in itertools.pairwise(widths):
-            layers += [EqualConv2d(c, c, 3), EqualConv2d(c, c_next, 3, down=True)]
+            if architecture == "resnet":
+                layers.append(DiscriminatorBlock(c, c_next))
+            else:  # flat, as the checkpoints from before resnet keep their layer names
+                layers += [EqualConv2d(c, c, 3), EqualConv2d(c, c_next, 3, down=True)]
         c, side = widths[-1], sides[-1]
         layers += [
             MinibatchStd(mbstd_group),
@@ -152,3 +187,8 @@ class StyleDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+
+def d_architecture_of(state: dict[str, torch.Tensor]) -> str:
+    """The architecture a discriminator's state dict was saved from."""
+    return "resnet" if any(key.endswith(".skip.weight") for key in state) else "orig"
