@@ -281,7 +281,7 @@ def test_nets_build_at_each_supported_size(shape, sides, architecture):
 @pytest.mark.parametrize("side", [16, 14])  # 14 -> 7: the 28 px nets' odd side
 def test_the_resnet_block_adds_a_blurred_half_size_skip_scaled_by_root_half(side):
     torch.manual_seed(0)
-    block = DiscriminatorBlock(4, 8)
+    block = DiscriminatorBlock(4, 8)  # model.d_architecture=resnet
     with torch.no_grad():  # the residual branch off: lrelu(0 + 0) = 0
         block.conv1.weight.zero_()
     x = torch.randn(2, 4, side, side)
@@ -290,19 +290,6 @@ def test_the_resnet_block_adds_a_blurred_half_size_skip_scaled_by_root_half(side
     blurred = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, groups=4)  # filter at full resolution,
     skip = F.conv2d(blurred[..., ::2, ::2], block.skip.weight / 2)  # keep every other pixel
     assert torch.allclose(block(x), skip * 0.5**0.5, atol=1e-6)  # He constant 1/sqrt(4)
-
-
-def test_a_checkpoint_from_the_orig_discriminator_loads_as_orig():
-    """Runs from before the resnet default keep sampling and resuming."""
-    old = _model(d_architecture="orig")
-    old.update(lambda: torch.rand(8, 1, 16, 16) * 2 - 1)
-    new = _model()
-    assert new.nets["discriminator"].architecture == "resnet"
-    new.load_state_dict(old.state_dict())
-    assert new.nets["discriminator"].architecture == "orig"
-    x = torch.rand(8, 1, 16, 16) * 2 - 1
-    assert torch.equal(new.nets["discriminator"](x), old.nets["discriminator"](x))
-    new.update(lambda: torch.rand(8, 1, 16, 16) * 2 - 1)  # its optimizer follows the nets
 
 
 @pytest.mark.parametrize("shape", [(1, 9, 9), (1, 16, 12)])

@@ -8,7 +8,6 @@ image is a function of its code; the ``noise`` figure shows what fresh noise cha
 """
 
 import copy
-import logging
 
 import torch
 from torch import nn
@@ -20,9 +19,8 @@ from lab.gen.augment import DiffAugment
 from lab.gen.gan import Adversarial
 from lab.gen.losses import nonsaturating_generator_loss, nonsaturating_loss, r1_penalty
 from lab.gen.models import Batches, Figures
-from lab.gen.stylegan_nets import StyleDiscriminator, StyleGenerator, d_architecture_of
+from lab.gen.stylegan_nets import StyleDiscriminator, StyleGenerator
 
-log = logging.getLogger("lab")
 FIGURE_SEED = 0  # the figures draw the same codes at every evaluation, to watch them change
 
 
@@ -85,7 +83,7 @@ class StyleGAN(Adversarial):
         ema_half_life: float = 10_000,
         ema_rampup: float | None = 0.05,
         mbstd_group: int = 4,
-        d_architecture: str = "resnet",
+        d_architecture: str = "orig",
         truncation: float = 0.7,
         augment: list[str] | None = None,
         channels_last: bool = True,
@@ -114,24 +112,20 @@ class StyleGAN(Adversarial):
         generator = StyleGenerator(self.shape, z_dim, w_dim, width, max_width, mapping_depth)
         nets = {
             "generator": generator,
+            "discriminator": StyleDiscriminator(
+                self.shape, width, max_width, mbstd_group, d_architecture
+            ),
             "generator_ema": copy.deepcopy(generator).requires_grad_(False),
         }
         self.nets = {
             k: v.to(self.device, memory_format=self.memory_format) for k, v in nets.items()
         }
-        self.optimizers = {"generator": self._adam("generator", lr, betas)}
-        self._d_spec = (width, max_width, mbstd_group, lr, betas)
-        self._build_discriminator(d_architecture)
+        self.optimizers = {
+            "generator": self._adam("generator", lr, betas),
+            "discriminator": self._adam("discriminator", *lazy_adam(lr, betas, r1_interval)),
+        }
         self._schedule(total_steps, lr_anneal)
         self.r1 = torch.zeros((), device=self.device)  # the last penalty, logged every step
-
-    def _build_discriminator(self, architecture: str) -> None:
-        """The discriminator and its Adam (the rate and betas scaled for lazy R1)."""
-        width, max_width, mbstd_group, lr, betas = self._d_spec
-        D = StyleDiscriminator(self.shape, width, max_width, mbstd_group, architecture)
-        self.nets["discriminator"] = D.to(self.device, memory_format=self.memory_format)
-        adam = self._adam("discriminator", *lazy_adam(lr, betas, self.r1_interval))
-        self.optimizers["discriminator"] = adam
 
     def _fake(self, n: int) -> torch.Tensor:
         """A training batch of the generator's raw images: fresh noise, maybe mixed styles."""
@@ -236,11 +230,6 @@ class StyleGAN(Adversarial):
         return super().state_dict() | {"r1": self.r1.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
-        saved = d_architecture_of(state["nets"]["discriminator"])
-        if saved != self.nets["discriminator"].architecture:  # e.g. a checkpoint from before
-            log.info("stylegan: the checkpoint's discriminator is %s; loading it as such", saved)
-            self._build_discriminator(saved)
-            self._remember_rates()
         super().load_state_dict(state)
         self.r1 = state["r1"].to(self.device)
 

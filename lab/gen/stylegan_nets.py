@@ -1,7 +1,7 @@
 """StyleGAN2's generator and discriminator at small resolution: the skip-connected generator of
-Karras et al. 2020 (§4.1, Fig. 7) and the paper's residual discriminator (``resnet``, its
-config F; measured better here) or NVIDIA's CIFAR-10 one (``orig``: no residual connections),
-sized from the image shape like the lab's other conv nets.
+Karras et al. 2020 (§4.1, Fig. 7) and NVIDIA's CIFAR-10 discriminator (``orig``: no residual
+connections) or the paper's residual one (``resnet``, its config F), sized from the image
+shape like the lab's other conv nets.
 
 A square side is halved while it stays even and at least 8 (``lab.gen.nets.plan``): 16 px
 runs at 4 -> 8 -> 16, 32 px at 4 -> 8 -> 16 -> 32, 28 px natively at 7 -> 14 -> 28. The
@@ -158,7 +158,7 @@ class StyleDiscriminator(nn.Module):
         width: int,
         max_width: int,
         mbstd_group: int,
-        architecture: str = "resnet",
+        architecture: str = "orig",
     ):
         super().__init__()
         if architecture not in D_ARCHITECTURES:
@@ -173,7 +173,7 @@ class StyleDiscriminator(nn.Module):
         for c, c_next in itertools.pairwise(widths):
             if architecture == "resnet":
                 layers.append(DiscriminatorBlock(c, c_next))
-            else:  # flat, as the checkpoints from before resnet keep their layer names
+            else:  # flat, the layer names of every checkpoint from before ``resnet``
                 layers += [EqualConv2d(c, c, 3), EqualConv2d(c, c_next, 3, down=True)]
         c, side = widths[-1], sides[-1]
         layers += [
@@ -187,8 +187,3 @@ class StyleDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-
-def d_architecture_of(state: dict[str, torch.Tensor]) -> str:
-    """The architecture a discriminator's state dict was saved from."""
-    return "resnet" if any(key.endswith(".skip.weight") for key in state) else "orig"
