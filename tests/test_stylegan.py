@@ -423,7 +423,7 @@ def test_bad_hyperparameters_name_their_key(hyperparameters, key):
 
 @pytest.mark.slow
 def test_fid_separates_a_trained_stylegan_from_bad_samples(tmp_path):
-    """1,200 steps of the default settings (80 s on one thread) take StyleGAN to 20.4, 5.2x the
-    floor of 3.9 (500 samples): half the FID of real digits of classes 0 to 4 only (39.8), from
-    3,753 untrained (800 steps: 39.6)."""
+    """1,200 steps of the default settings (~80 s on one thread) take StyleGAN to 19.0, 4.8x
+    the floor of 4.0 (500 samples): half the FID of real digits of classes 0 to 4 only (39.8),
+    from 3,746 untrained."""
     assert_beats_half_the_classes(tmp_path, 1200, "model=stylegan")
