@@ -41,13 +41,19 @@ def encoder_for(obs_shape: Sequence[int], encoder_sizes: Sequence[int]) -> Torso
 
 
 class MLP(Torso):
-    """Fully connected torso over flat (or flattened) observations."""
+    """Fully connected torso over flat (or flattened) observations.
+
+    ``layer_norm`` normalises each layer's pre-activations (Ba et al. 2016), which keeps
+    temporal-difference learning from diverging as its targets grow (Gallici et al. 2024,
+    "Simplifying Deep Temporal Difference Learning").
+    """
 
     def __init__(
         self,
         obs_shape: Sequence[int],
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "relu",
+        layer_norm: bool = False,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -57,7 +63,8 @@ class MLP(Torso):
         layers: list[nn.Module] = [nn.Flatten()]
         width = int(torch.tensor(obs_shape).prod())
         for size in hidden_sizes:
-            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            norm = [nn.LayerNorm(size)] if layer_norm else []
+            layers += [nn.Linear(width, size), *norm, ACTIVATIONS[activation]()]
             width = size
         self.body = nn.Sequential(*layers)
         self.out_dim = width

@@ -107,6 +107,7 @@ def test_sb3_builds_the_net_the_net_group_names():
     [
         (["agent=sb3_a2c", "net=lstm"], ["agent=sb3_a2c", "net=lstm", "net=mlp"]),
         (["agent=sb3_dqn", "+agent.policy_kwargs.net_arch=[8]"], ["net_arch", "net.hidden_sizes"]),
+        (["agent=sb3_ppo", "net.layer_norm=true"], ["net.layer_norm=true", "agent=sb3_ppo"]),
     ],
 )
 def test_sb3_refuses_a_net_it_cannot_build(overrides, needles):

@@ -133,6 +133,23 @@ def test_impala_resnet_has_three_pooled_stages_of_two_residual_blocks():
         ImpalaResNet((4,))
 
 
+def test_mlp_layer_norm_normalises_each_hidden_layer_before_its_activation():
+    """``net.layer_norm=true``: each hidden layer's pre-activations have mean 0 and variance 1
+    over its units whatever the input's scale (the affine starts at 1 and 0)."""
+    plain = instantiate(compose_config("agent=dqn").net, obs_shape=(4,))
+    normed = instantiate(compose_config("agent=dqn", "net.layer_norm=true").net, obs_shape=(4,))
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in plain.modules())
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert [n.normalized_shape for n in norms] == [(128,), (128,)]
+    pre = {}
+    norms[0].register_forward_hook(lambda _m, _i, out: pre.setdefault("out", out))
+    with torch.no_grad():
+        normed(1000 * torch.randn(5, 4))
+    out = pre["out"]
+    torch.testing.assert_close(out.mean(dim=1), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(dim=1, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+
+
 @pytest.mark.parametrize(
     "overrides, needles",
     [

@@ -117,6 +117,11 @@ def sb3_policy(net: DictConfig, obs_space: gym.Space, agent: str) -> tuple[str, 
     target = net._target_
     if target == "lab.nets.MLP":
         instantiate(net, obs_shape=obs_space.shape)  # the lab's own checks of the keys
+        if net.get("layer_norm"):
+            raise ConfigError(
+                f"net.layer_norm=true: agent={agent} builds SB3's MlpPolicy, which has no "
+                "LayerNorm; drop it (net.layer_norm=false) or use a lab agent"
+            )
         kwargs = {"net_arch": list(net.hidden_sizes), "activation_fn": ACTIVATIONS[net.activation]}
         return "MlpPolicy", kwargs
     if target == "lab.nets.NatureCNN":
