@@ -10,8 +10,9 @@ from tests.conftest import TINY_DQN, lab, read_summary
 def test_dqn_learns_cartpole_and_its_final_policy_holds(tmp_path):
     """The default command, the whole budget: the policy the run ends with scores >= 475.
 
-    Seed 1001 is a tuning seed (solved at 27.5k steps, 500 at the end); the fresh seeds'
-    figures are in the README ("Final policies on seeds nobody tuned on")."""
+    Seed 1001 is a tuning seed (solved at 32.5k of the 50k steps, 500 at the end; without
+    LayerNorm it never reached 475); the fresh seeds' figures are in the README ("Final
+    policies on seeds nobody tuned on")."""
     run = tmp_path / "run"
     result = lab(run, "logger=none", "seed=1001", timeout=600)
     assert result.returncode == 0, result.stderr
@@ -19,7 +20,7 @@ def test_dqn_learns_cartpole_and_its_final_policy_holds(tmp_path):
     assert summary["status"] == "completed", summary
     assert summary["settings"] == "conf/tuned/dqn_cartpole.yaml"
     assert summary["metrics"]["eval/return_mean"] >= 475, summary  # the final policy
-    assert summary["threshold"]["reached_step"] <= 50_000
+    assert summary["threshold"]["reached_step"] <= 40_000
 
 
 @pytest.mark.slow

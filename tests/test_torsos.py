@@ -136,8 +136,9 @@ def test_impala_resnet_has_three_pooled_stages_of_two_residual_blocks():
 def test_mlp_layer_norm_normalises_each_hidden_layer_before_its_activation():
     """``net.layer_norm=true``: each hidden layer's pre-activations have mean 0 and variance 1
     over its units whatever the input's scale (the affine starts at 1 and 0)."""
-    plain = instantiate(compose_config("agent=dqn").net, obs_shape=(4,))
-    normed = instantiate(compose_config("agent=dqn", "net.layer_norm=true").net, obs_shape=(4,))
+    plain = instantiate(compose_config("agent=dqn", "tuned=none").net, obs_shape=(4,))
+    with_norm = compose_config("agent=dqn", "tuned=none", "net.layer_norm=true")
+    normed = instantiate(with_norm.net, obs_shape=(4,))
     assert not any(isinstance(m, torch.nn.LayerNorm) for m in plain.modules())
     norms = [m for m in normed.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert [n.normalized_shape for n in norms] == [(128,), (128,)]

@@ -1,6 +1,7 @@
 """Tuned settings per (agent, env): ``conf/tuned/<agent>_<env>.yaml``, merged only for its pair."""
 
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -74,6 +75,26 @@ def test_tuned_file_is_merged_for_its_pair_and_only_for_it(path):
 def test_command_line_overrides_win_over_tuned_settings():
     cfg = compose_config("agent=dqn", "env=cartpole", "agent.lr=0.123")
     assert cfg.agent.lr == 0.123
+
+
+def test_a_tuned_files_mlp_keys_reach_an_mlp_and_no_other_torso():
+    """``tuned_mlp`` shapes the MLP a pair's tuned file was chosen with; a user who picks
+    another torso (net=transformer) gets that torso, built, with the file's other settings."""
+    from lab.compute import Compute
+    from lab.rl.task import build_agent
+
+    assert compose_config("agent=dqn", "env=cartpole").net.layer_norm is True
+    assert (
+        compose_config("agent=dqn", "env=cartpole", "net.layer_norm=false").net.layer_norm is False
+    )
+    assert compose_config("agent=dqn", "env=cartpole", "tuned=none").net.layer_norm is False
+    assert list(compose_config("agent=dqn", "env=acrobot").net.hidden_sizes) == [256, 256]
+    assert list(compose_config("agent=dqn", "env=catch", "net=mlp").net.hidden_sizes) == [128, 128]
+    for env in ("cartpole", "acrobot"):
+        cfg = compose_config("agent=dqn", f"env={env}", "net=transformer", "net.width=8")
+        assert "layer_norm" not in cfg.net and "hidden_sizes" not in cfg.net
+        assert cfg.agent.n_step == compose_config("agent=dqn", f"env={env}").agent.n_step
+        build_agent(cfg, Compute(torch.device("cpu"))).close()
 
 
 def test_a_run_says_which_settings_it_took(tmp_path):
