@@ -25,7 +25,7 @@ BAD_INPUTS = {
         ["agent=sb3_ppo", "agent.ent_coef=0.1"],
         ["agent.hyperparams.ent_coef?"],
     ),
-    "a word for a number": (["agent.lr=abc"], ["agent.lr=abc", "number", "0.001"]),
+    "a word for a number": (["agent.lr=abc"], ["agent.lr=abc", "number", "0.003"]),  # tuned lr
     "a number for a switch": (["eval.video=3"], ["eval.video=3", "true or false"]),
     "unreadable override": (["agent.lr=[1,2"], ["cannot read the overrides"]),
     "added key that exists": (["+agent.lr=1"], ["+agent.lr", "without the +"]),
